@@ -1,0 +1,130 @@
+"""Partition planning: which flows go into one `flow_id_in` request, and which time windows
+a backfill is cut into. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote_plus
+
+from jobsync.cursor import CursorState
+
+DAY_MS = 86_400_000
+REQUEST_LINE_LIMIT = 8192
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A flow batch x a time window [window_gte, window_lte] (ms, inclusive), with its cursor."""
+
+    key: str
+    flow_ids: tuple[str, ...]
+    window_gte: int | None
+    window_lte: int
+    cursor: CursorState
+
+    @classmethod
+    def fresh(
+        cls, key: str, flow_ids: tuple[str, ...], window_gte: int | None, window_lte: int
+    ) -> Partition:
+        """A partition not yet read: its cursor starts at the top of the window."""
+        return cls(key, flow_ids, window_gte, window_lte, CursorState(window_lte))
+
+
+def pack_flow_batches(
+    flow_ids: Sequence[str],
+    line_length: Callable[[tuple[str, ...]], int],
+    limit: int = REQUEST_LINE_LIMIT,
+) -> list[tuple[str, ...]]:
+    """Pack flows, in order, into batches whose longest request line stays within `limit`.
+
+    `line_length(batch)` is the length of the longest request the crawler may send for a
+    batch (window bounds and split filters included). Packing is greedy on the encoded size
+    of each id; every batch is then checked exactly and halved if it is still too long.
+    """
+    if not flow_ids:
+        return []
+    base = line_length(("x",)) - 1  # the request with its flow list empty
+    batches: list[tuple[str, ...]] = []
+    current: list[str] = []
+    size = base
+    for flow_id in flow_ids:
+        cost = len(quote_plus(flow_id, safe="")) + 3  # plus the encoded comma
+        if current and size + cost > limit:
+            batches.append(tuple(current))
+            current, size = [], base
+        current.append(flow_id)
+        size += cost
+    batches.append(tuple(current))
+    return [part for batch in batches for part in _fit(batch, line_length, limit)]
+
+
+def _fit(
+    batch: tuple[str, ...], line_length: Callable[[tuple[str, ...]], int], limit: int
+) -> list[tuple[str, ...]]:
+    if line_length(batch) <= limit:
+        return [batch]
+    if len(batch) == 1:
+        raise ValueError(f"flow id too long for one request: {batch[0][:40]!r}...")
+    half = len(batch) // 2
+    return _fit(batch[:half], line_length, limit) + _fit(batch[half:], line_length, limit)
+
+
+def plan_windows(
+    lo: int | None, hi: int, span_ms: int = DAY_MS, open_spans: int = 31
+) -> list[tuple[int | None, int]]:
+    """Cut [lo, hi] into windows of `span_ms`, oldest first, sharing no millisecond.
+
+    Without a lower bound (a first backfill), `open_spans` windows reach back from `hi` and
+    one open window below them takes everything older. Fetching the oldest windows first
+    secures the jobs nearest their purge when a backfill is interrupted.
+    """
+    if lo is not None and lo > hi:
+        return []
+    if lo is None:
+        starts = [hi - k * span_ms + 1 for k in range(open_spans, 0, -1)]
+        windows: list[tuple[int | None, int]] = [(None, starts[0] - 1)]
+    else:
+        starts = list(range(lo, hi + 1, span_ms))
+        windows = []
+    for index, start in enumerate(starts):
+        end = starts[index + 1] - 1 if index + 1 < len(starts) else hi
+        windows.append((start, end))
+    return windows
+
+
+def plan_partitions(
+    run_id: str,
+    flow_ids: Sequence[str],
+    planned_through: dict[str, int],
+    *,
+    until: int,
+    since: int | None,
+    overlap_ms: int,
+    line_length: Callable[[tuple[str, ...]], int],
+    span_ms: int = DAY_MS,
+    open_spans: int = 31,
+) -> list[Partition]:
+    """The new partitions of one run, oldest window first.
+
+    A flow's window starts at `since` when given, else `overlap_ms` before where the last run
+    planned through (re-reading jobs that were listed late), else nowhere (a full backfill).
+    Flows that start at the same moment share `flow_id_in` batches.
+    """
+    starts: dict[int | None, list[str]] = {}
+    for flow_id in flow_ids:
+        if since is not None:
+            start: int | None = since
+        elif flow_id in planned_through:
+            start = planned_through[flow_id] - overlap_ms
+        else:
+            start = None
+        starts.setdefault(start, []).append(flow_id)
+    partitions: list[Partition] = []
+    for group, (start, flows) in enumerate(starts.items()):
+        windows = plan_windows(start, until, span_ms, open_spans)
+        for batch_index, batch in enumerate(pack_flow_batches(flows, line_length)):
+            for window_index, (gte, lte) in enumerate(windows):
+                key = f"{run_id}-{group}-{batch_index}-{window_index}"
+                partitions.append(Partition.fresh(key, batch, gte, lte))
+    return sorted(partitions, key=lambda p: (p.window_lte, p.key))

@@ -1,0 +1,383 @@
+"""Raw job records (as decoded from the API's JSON) -> rows of the warehouse's `jobs` table,
+or rejects that say why.
+
+Nothing is guessed: a value of the wrong type makes its record a reject (kept, with its raw
+text, in `rejects`) rather than a silent NULL, and every field, known or not, survives in
+`raw`. The rules, per kind of field:
+
+- the record must be a JSON object; `_id` a non-empty string; `createdAt` present and
+  parseable, because the crawl's cursor stands on it;
+- strings: a string or null; `type` and `status` keep values the reference does not list;
+- counts: an integer within int64 (negative ones too: they are the API's to explain), an
+  integral float (`5.0`), or a string of decimal digits (`"12"`: unambiguous, and `raw`
+  keeps its spelling); never a boolean;
+- booleans: true, false or null;
+- timestamps: ISO 8601 strings that name their offset, stored as UTC milliseconds; a number
+  is refused (seconds or milliseconds?), and so is a timestamp without a timezone;
+- `flow_job_id` is `_flowJobId`, or `_parentJobId` when the record has no `_flowJobId`.
+
+Work is done column by column (a list per column, then one `pa.array`), with no object per
+row: this is the sync's hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import reprlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from jobsync.timestamps import parse_iso_ms
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+_MAX_SHOWN = 80
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_NONE = type(None)
+
+
+class _Invalid(ValueError):
+    """A value that breaks its field's rule; the message says how."""
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = _MAX_SHOWN
+    short.maxlevel = 3
+    return short
+
+
+_SHORT = _short_repr()
+
+
+def _show(value: Any) -> str:
+    """A value for a reject's reason, short even when the value is huge or deep."""
+    return _SHORT.repr(value)
+
+
+def _job_id(value: Any) -> str:
+    if type(value) is not str:
+        raise _Invalid(f"expected a string, got {_show(value)}")
+    if not value:
+        raise _Invalid("is empty")
+    return value
+
+
+def _string(value: Any) -> str:
+    if type(value) is not str:
+        raise _Invalid(f"expected a string, got {_show(value)}")
+    return value
+
+
+def _count(value: Any) -> int:
+    kind = type(value)
+    if kind is int:
+        number = value
+    elif kind is float and value.is_integer():
+        number = int(value)
+    elif kind is str and _DIGITS.fullmatch(value):
+        number = _decimal(value)
+    else:
+        raise _Invalid(f"expected an integer, got {_show(value)}")
+    if number is None or not _INT64_MIN <= number <= _INT64_MAX:
+        raise _Invalid(f"{_show(value)} is outside the 64-bit integer range")
+    return number
+
+
+def _decimal(text: str) -> int | None:
+    """The value of a signed string of digits, or None when it has more digits than int64
+    (Python would refuse to read thousands of them)."""
+    significant = text.lstrip("+-").lstrip("0")
+    if len(significant) > 19:
+        return None
+    number = int(significant or "0")
+    return -number if text.startswith("-") else number
+
+
+def _boolean(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _timestamp(value: Any) -> int:
+    if type(value) is not str:
+        hint = " (seconds or milliseconds?)" if type(value) in (int, float) else ""
+        raise _Invalid(f"expected an ISO 8601 string, got {_show(value)}{hint}")
+    try:
+        return parse_iso_ms(value)
+    except ValueError as exc:
+        # parse_iso_ms may quote a huge text whole, or not quote it at all.
+        message = str(exc)
+        if len(message) > 2 * _MAX_SHOWN:
+            message = f"not an ISO 8601 timestamp: {_show(value)}"
+        elif repr(value) not in message:
+            message = f"{message}: {_show(value)}"
+        raise _Invalid(message) from None
+
+
+def _as_is(*kinds: type) -> Callable[[list[Any]], list[Any]]:
+    """A column that needs no conversion when every value is already of `kinds` (or null)."""
+    allowed = frozenset((*kinds, _NONE))
+
+    def check(values: list[Any]) -> list[Any]:
+        if not set(map(type, values)) <= allowed:
+            raise ValueError("a value of another type")
+        return values
+
+    return check
+
+
+def _ids(values: list[Any]) -> list[Any]:
+    if "" in values:
+        raise ValueError("an empty id")
+    return _strings(values)
+
+
+def _int64s(values: list[Any]) -> list[Any]:
+    numbers = [value for value in _integers(values) if value is not None]
+    if numbers and not (min(numbers) >= _INT64_MIN and max(numbers) <= _INT64_MAX):
+        raise ValueError("a count out of range")
+    return values
+
+
+def _timestamps(values: list[Any]) -> list[Any]:
+    return [None if value is None else parse_iso_ms(value) for value in values]
+
+
+_strings = _as_is(str)
+_integers = _as_is(int)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """How one kind of field is checked: `convert` is the rule for one value, with a reason
+    when it fails; `bulk` converts a whole column in one go when every value is plainly good
+    (the common case) and raises ValueError otherwise, never accepting what `convert` refuses."""
+
+    arrow: pa.DataType
+    convert: Callable[[Any], Any]
+    bulk: Callable[[list[Any]], list[Any]]
+
+
+_ID = _Kind(pa.string(), _job_id, _ids)
+_STRING = _Kind(pa.string(), _string, _strings)
+_COUNT = _Kind(pa.int64(), _count, _int64s)
+_BOOLEAN = _Kind(pa.bool_(), _boolean, _as_is(bool))
+_TIME = _Kind(_TIMESTAMP, _timestamp, _timestamps)
+
+# (column, API field, kind), in the column order of `jobs`; flow_job_id and raw are special.
+_FIELDS: tuple[tuple[str, str, _Kind], ...] = (
+    ("id", "_id", _ID),
+    ("type", "type", _STRING),
+    ("status", "status", _STRING),
+    ("integration_id", "_integrationId", _STRING),
+    ("flow_id", "_flowId", _STRING),
+    ("export_id", "_exportId", _STRING),
+    ("import_id", "_importId", _STRING),
+    ("flow_job_id", "_flowJobId", _STRING),
+    ("flow_execution_group_id", "flowExecutionGroupId", _STRING),
+    ("num_success", "numSuccess", _COUNT),
+    ("num_error", "numError", _COUNT),
+    ("num_ignore", "numIgnore", _COUNT),
+    ("num_export", "numExport", _COUNT),
+    ("num_pages_generated", "numPagesGenerated", _COUNT),
+    ("num_pages_processed", "numPagesProcessed", _COUNT),
+    ("num_resolved", "numResolved", _COUNT),
+    ("retriable", "retriable", _BOOLEAN),
+    ("done_exporting", "doneExporting", _BOOLEAN),
+    ("canceled_by", "canceledBy", _STRING),
+    ("created_at", "createdAt", _TIME),
+    ("started_at", "startedAt", _TIME),
+    ("ended_at", "endedAt", _TIME),
+    ("last_modified", "lastModified", _TIME),
+    ("purge_at", "purgeAt", _TIME),
+)
+_REQUIRED = frozenset({"_id", "createdAt"})
+_PARENT_JOB = "_parentJobId"
+
+JOB_COLUMNS: tuple[str, ...] = (*(column for column, _, _ in _FIELDS), "raw")
+_FLOW_JOB_AT = JOB_COLUMNS.index("flow_job_id")
+_MODIFIED_AT = JOB_COLUMNS.index("last_modified")
+JOB_ARROW_SCHEMA = pa.schema(
+    [
+        *(
+            pa.field(column, kind.arrow, nullable=key not in _REQUIRED)
+            for column, key, kind in _FIELDS
+        ),
+        pa.field("raw", pa.string(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A record that could not become a row: its text (JSON where possible) and why."""
+
+    raw: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NormalisedPage:
+    """One page, normalised: `rows` (JOB_ARROW_SCHEMA), their `ids` in row order, the
+    `rejects`, and how many records were `duplicates` of a row kept. Every one of the
+    `count` records is exactly one of: a row, a reject, a duplicate."""
+
+    rows: pa.Table
+    ids: list[str]
+    rejects: list[Reject]
+    count: int
+    duplicates: int
+
+
+def normalise_page(records: list[Any]) -> NormalisedPage:
+    """Rows and rejects of one page of raw records.
+
+    Within the page, records that share an `_id` collapse to one row: the one with the
+    latest `lastModified` (a missing one counts as oldest); on a tie, the later in the page.
+    """
+    rejected: list[tuple[int, Reject]] = []
+    jobs, raws, positions = _objects(records, rejected)
+    problems: dict[int, list[str]] = {}
+    columns = [_column(jobs, key, kind, problems) for _, key, kind in _FIELDS]
+    _fill_flow_job_id(jobs, columns, problems)
+    for index, reasons in problems.items():
+        raw = raws[index].decode()
+        rejected.append((positions[index], Reject(raw, "; ".join(reasons))))
+    keep = _keep(columns, problems)
+    ids = columns[0] if keep is None else [columns[0][index] for index in keep]
+    arrays = [
+        pa.array(values, type=kind.arrow)
+        for values, (_, _, kind) in zip(columns, _FIELDS, strict=True)
+    ]
+    arrays.append(pa.array(raws, type=pa.binary()).cast(pa.string()))
+    rows = pa.Table.from_arrays(arrays, schema=JOB_ARROW_SCHEMA)
+    if keep is not None:
+        rows = rows.take(pa.array(keep, type=pa.int64()))
+    rejected.sort(key=lambda item: item[0])
+    return NormalisedPage(
+        rows=rows,
+        ids=ids,
+        rejects=[reject for _, reject in rejected],
+        count=len(records),
+        duplicates=len(jobs) - len(problems) - len(ids),
+    )
+
+
+def normalise_job(record: Any) -> dict[str, Any] | Reject:
+    """One record as a row (column -> value; timestamps as aware UTC datetimes) or a
+    Reject: the page rules applied to a page of one."""
+    page = normalise_page([record])
+    return page.rejects[0] if page.rejects else page.rows.to_pylist()[0]
+
+
+def _objects(
+    records: list[Any], rejected: list[tuple[int, Reject]]
+) -> tuple[list[dict[str, Any]], list[bytes], list[int]]:
+    """The records that are JSON objects, their JSON text, and their places in the page;
+    the others go to `rejected`."""
+    if all(type(record) is dict for record in records):
+        try:
+            return records, [orjson.dumps(record) for record in records], list(range(len(records)))
+        except TypeError:
+            pass  # some record orjson cannot write: sort them out one by one
+    jobs: list[dict[str, Any]] = []
+    raws: list[bytes] = []
+    positions: list[int] = []
+    for position, record in enumerate(records):
+        try:
+            raw = _dump(record)
+        except ValueError as exc:
+            reason = f"record cannot be written as JSON: {exc}"
+            rejected.append((position, Reject(repr(record), reason)))
+            continue
+        if type(record) is dict:
+            jobs.append(record)
+            raws.append(raw)
+            positions.append(position)
+        else:
+            reason = f"record is not an object ({type(record).__name__})"
+            rejected.append((position, Reject(raw.decode(), reason)))
+    return jobs, raws, positions
+
+
+def _dump(record: Any) -> bytes:
+    """The record as compact JSON; ValueError says why when it has no JSON spelling."""
+    try:
+        return orjson.dumps(record)
+    except TypeError as exc:
+        problem = str(exc)
+    # orjson refuses integers beyond 64 bits, which Python's own JSON decoder produces.
+    try:
+        text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode()
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError(problem) from None
+
+
+def _column(
+    jobs: list[dict[str, Any]], key: str, kind: _Kind, problems: dict[int, list[str]]
+) -> list[Any]:
+    """The column of field `key`; a value that breaks its rule becomes None and a problem of
+    its record."""
+    values = [job.get(key) for job in jobs]
+    if key in _REQUIRED and None in values:
+        for index, value in enumerate(values):
+            if value is None:
+                problems.setdefault(index, []).append(f"missing {key}")
+    try:
+        return kind.bulk(values)
+    except ValueError:
+        pass  # at least one bad value: find each and say why
+    convert = kind.convert
+    converted: list[Any] = []
+    for index, value in enumerate(values):
+        try:
+            converted.append(None if value is None else convert(value))
+        except _Invalid as exc:
+            problems.setdefault(index, []).append(f"{key}: {exc}")
+            converted.append(None)
+    return converted
+
+
+def _fill_flow_job_id(
+    jobs: list[dict[str, Any]], columns: list[list[Any]], problems: dict[int, list[str]]
+) -> None:
+    """Falls back to `_parentJobId` where `_flowJobId` is missing; both must be strings."""
+    parents = _column(jobs, _PARENT_JOB, _STRING, problems)
+    if not any(value is not None for value in parents):
+        return
+    columns[_FLOW_JOB_AT] = [
+        own if own is not None else parent
+        for own, parent in zip(columns[_FLOW_JOB_AT], parents, strict=True)
+    ]
+
+
+def _keep(columns: list[list[Any]], problems: dict[int, list[str]]) -> list[int] | None:
+    """Indices of the rows to keep, in page order, or None when every row stays."""
+    ids = columns[0]
+    if not problems and len(set(ids)) == len(ids):
+        return None
+    modified = columns[_MODIFIED_AT]
+    best: dict[str, int] = {}
+    for index, job_id in enumerate(ids):
+        if index in problems:
+            continue
+        held = best.get(job_id)
+        if held is None or not _older(modified[index], modified[held]):
+            best[job_id] = index
+    return sorted(best.values())
+
+
+def _older(candidate: int | None, held: int | None) -> bool:
+    """Whether a duplicate's lastModified loses to the one held (None is the oldest)."""
+    if candidate is None:
+        return held is not None
+    return held is not None and candidate < held

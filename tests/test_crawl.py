@@ -1,0 +1,197 @@
+"""The crawler against an in-memory listing with the API's rules (newest first, a page cap,
+ties shuffled on every call): whatever the ties, every job is fetched exactly as listed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jobsync.crawl import Crawler, CrawlError, CrawlPage, job_keys
+from jobsync.cursor import CursorState
+from jobsync.errors import NotFound
+from jobsync.partition import Partition
+from jobsync.query import JobQuery
+from jobsync.timestamps import format_iso_ms
+
+
+class FakeListing:
+    """The listing rules of the Jobs API over a list of jobs, with ties in random order."""
+
+    def __init__(self, jobs: list[dict[str, Any]], page_size: int, seed: int = 0) -> None:
+        self.jobs = jobs
+        self.page_size = page_size
+        self.rng = random.Random(seed)
+        self.requests: list[JobQuery] = []
+
+    async def list_jobs(self, query: JobQuery) -> list[Any]:
+        self.requests.append(query)
+        flows = set(query.flow_ids) | ({query.flow_id} if query.flow_id else set())
+        hits = [j for j in self.jobs if self._matches(j, query, flows)]
+        self.rng.shuffle(hits)
+        hits.sort(key=lambda j: j["_ms"], reverse=True)
+        return [{k: v for k, v in j.items() if k != "_ms"} for j in hits[: self.page_size]]
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        for job in self.jobs:
+            if job["_id"] == job_id:
+                return {k: v for k, v in job.items() if k != "_ms"}
+        raise NotFound(404, "not_found", "Job not found")
+
+    @staticmethod
+    def _matches(job: dict[str, Any], q: JobQuery, flows: set[str]) -> bool:
+        checks = [
+            not flows or job["_flowId"] in flows,
+            q.created_at_gte is None or job["_ms"] >= q.created_at_gte,
+            q.created_at_lte is None or job["_ms"] <= q.created_at_lte,
+            q.type is None or job["type"] == q.type,
+            q.status is None or job["status"] == q.status,
+            q.num_success_gte is None or job["numSuccess"] >= q.num_success_gte,
+            q.num_success_lte is None or job["numSuccess"] <= q.num_success_lte,
+        ]
+        return all(checks)
+
+
+def make_job(
+    index: int, ms: int, flow: str, type_: str = "flow", status: str = "completed", success: int = 0
+) -> dict[str, Any]:
+    return {
+        "_id": f"j{index:06d}",
+        "_ms": ms,
+        "createdAt": format_iso_ms(ms),
+        "_flowId": flow,
+        "type": type_,
+        "status": status,
+        "numSuccess": success,
+    }
+
+
+def crawl_all(source: FakeListing, partition: Partition, page_size: int) -> list[CrawlPage]:
+    pages: list[CrawlPage] = []
+
+    async def emit(page: CrawlPage) -> None:
+        pages.append(page)
+
+    asyncio.run(Crawler(source, page_size).crawl_partition(partition, emit))
+    return pages
+
+
+def fetched_ids(pages: list[CrawlPage]) -> list[str]:
+    return [r["_id"] for page in pages for r in page.records]
+
+
+BASE = 1_700_000_000_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 6),  # millisecond offset: few values, so ties are the rule
+            st.sampled_from(["f1", "f2", "f3"]),
+            st.sampled_from(["flow", "export", "import"]),
+            st.sampled_from(["completed", "failed", "running"]),
+            st.integers(0, 3),
+        ),
+        max_size=80,
+    ),
+    st.integers(2, 7),
+    st.integers(0, 1000),
+)
+def test_every_job_is_fetched_whatever_the_ties(
+    spec: list[tuple[int, str, str, str, int]], page_size: int, seed: int
+) -> None:
+    jobs = [make_job(i, BASE + ms, *rest) for i, (ms, *rest) in enumerate(spec)]
+    source = FakeListing(jobs, page_size, seed)
+    partition = Partition.fresh("p", ("f1", "f2", "f3"), BASE, BASE + 10)
+    try:
+        pages = crawl_all(source, partition, page_size)
+    except CrawlError:
+        # Only when more than a page of jobs agree on every filter the API offers.
+        groups: dict[tuple[Any, ...], int] = {}
+        for j in jobs:
+            key = (j["_ms"], j["_flowId"], j["type"], j["status"], j["numSuccess"])
+            groups[key] = groups.get(key, 0) + 1
+        assert max(groups.values()) >= page_size
+        return
+    assert set(fetched_ids(pages)) == {j["_id"] for j in jobs}
+    assert pages[-1].finished and all(not p.finished for p in pages[:-1])
+
+
+def test_a_tie_group_across_a_page_boundary_is_not_skipped() -> None:
+    # 3 newer jobs, then 4 sharing one millisecond; pages of 5 end inside the group.
+    jobs = [make_job(i, BASE + 10 - i, "f") for i in range(3)]
+    jobs += [make_job(10 + i, BASE + 5, "f") for i in range(4)]
+    source = FakeListing(jobs, page_size=5, seed=3)
+    pages = crawl_all(source, Partition.fresh("p", ("f",), None, BASE + 10), 5)
+    assert sorted(fetched_ids(pages)) == sorted(j["_id"] for j in jobs)
+    assert len(fetched_ids(pages)) == len(jobs), "ids already taken are not emitted twice"
+    assert source.requests[1].created_at_lte == BASE + 5
+
+
+def test_the_reference_minus_one_ms_cursor_would_have_lost_jobs() -> None:
+    jobs = [make_job(i, BASE + 10 - i, "f") for i in range(3)]
+    jobs += [make_job(10 + i, BASE + 5, "f") for i in range(4)]
+    first_page = asyncio.run(FakeListing(jobs, 5).list_jobs(JobQuery(flow_id="f")))
+    last = min(job_keys(first_page)[0])[0]
+    rest = asyncio.run(
+        FakeListing(jobs, 5).list_jobs(JobQuery(flow_id="f", created_at_lte=last - 1))
+    )
+    assert len({j["_id"] for j in first_page + rest}) < len(jobs)
+
+
+def test_a_crowded_millisecond_is_split_by_type_status_and_flow() -> None:
+    jobs = [
+        make_job(
+            i, BASE, f"f{i % 3}", ["flow", "export"][i % 2], ["completed", "failed"][i % 5 == 0]
+        )
+        for i in range(40)
+    ]
+    source = FakeListing(jobs, page_size=8)
+    pages = crawl_all(source, Partition.fresh("p", ("f0", "f1", "f2"), None, BASE), 8)
+    assert set(fetched_ids(pages)) == {j["_id"] for j in jobs}
+    assert any(q.type and q.status and q.flow_id for q in source.requests)
+    assert pages[-1].finished
+
+
+def test_cursor_states_are_emitted_after_the_pages_they_cover() -> None:
+    jobs = [make_job(i, BASE - i * 10, "f") for i in range(12)]
+    pages = crawl_all(FakeListing(jobs, 5), Partition.fresh("p", ("f",), None, BASE), 5)
+    states = [p.cursor for p in pages if p.cursor is not None]
+    assert states == [
+        CursorState(BASE - 40, frozenset({"j000004"})),
+        CursorState(BASE - 80, frozenset({"j000008"})),
+    ]
+
+
+def test_a_resumed_partition_starts_at_its_cursor() -> None:
+    jobs = [make_job(i, BASE - i * 10, "f") for i in range(12)]
+    source = FakeListing(jobs, 5)
+    resumed = Partition("p", ("f",), None, BASE, CursorState(BASE - 40, frozenset({"j000004"})))
+    pages = crawl_all(source, resumed, 5)
+    assert sorted(fetched_ids(pages)) == [f"j{i:06d}" for i in range(5, 12)]
+    assert source.requests[0].created_at_lte == BASE - 40
+
+
+def test_refresh_reports_a_job_the_api_no_longer_has() -> None:
+    source = FakeListing([make_job(1, BASE, "f")], 5)
+    pages: list[CrawlPage] = []
+
+    async def emit(page: CrawlPage) -> None:
+        pages.append(page)
+
+    crawler = Crawler(source, 5)
+    assert asyncio.run(crawler.refresh("j000001", emit)) is True
+    assert asyncio.run(crawler.refresh("gone", emit)) is False
+    assert fetched_ids(pages) == ["j000001"]
+
+
+@pytest.mark.parametrize("record", [None, "x", {"_id": 5}, {"_id": "a", "createdAt": "bad"}])
+def test_job_keys_skip_records_without_a_position(record: Any) -> None:
+    keys, ids = job_keys([record, {"_id": "b", "createdAt": format_iso_ms(BASE)}])
+    assert keys == [(BASE, "b")]
+    assert ids[1] == "b"

@@ -1,0 +1,102 @@
+"""Partition planning: flow batches within the request-line budget, windows oldest first."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from jobsync.crawl import widest_query
+from jobsync.partition import (
+    DAY_MS,
+    REQUEST_LINE_LIMIT,
+    pack_flow_batches,
+    plan_partitions,
+    plan_windows,
+)
+from jobsync.query import request_line_length
+
+
+def line_length(batch: tuple[str, ...]) -> int:
+    return request_line_length("/v1/jobs", widest_query(batch), "reference")
+
+
+def test_batches_fill_the_request_line_without_passing_it() -> None:
+    flows = [f"{i:024x}" for i in range(1000)]
+    batches = pack_flow_batches(flows, line_length)
+    assert [f for batch in batches for f in batch] == flows
+    assert all(line_length(batch) <= REQUEST_LINE_LIMIT for batch in batches)
+    assert all(line_length(batch) > REQUEST_LINE_LIMIT - 40 for batch in batches[:-1])
+    assert len(batches) == 4
+
+
+def test_odd_characters_cost_their_encoded_length() -> None:
+    flows = ["ä&=,/ #" * 20 for _ in range(100)]
+    batches = pack_flow_batches(flows, line_length)
+    assert sum(map(len, batches)) == 100
+    assert all(line_length(batch) <= REQUEST_LINE_LIMIT for batch in batches)
+
+
+def test_a_flow_id_longer_than_a_request_is_refused() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        pack_flow_batches(["x" * 9000], line_length)
+
+
+def test_no_flows_no_batches() -> None:
+    assert pack_flow_batches([], line_length) == []
+
+
+def test_backfill_windows_reach_back_then_open_oldest_first() -> None:
+    hi = 100 * DAY_MS
+    windows = plan_windows(None, hi, DAY_MS, 3)
+    assert windows[0] == (None, hi - 3 * DAY_MS)
+    assert windows[-1] == (hi - DAY_MS + 1, hi)
+    for (_, end), (start, _) in itertools.pairwise(windows):
+        assert start == end + 1
+
+
+def test_bounded_windows_cover_every_millisecond_once() -> None:
+    windows = plan_windows(7, 7 + 2 * DAY_MS + 5, DAY_MS)
+    assert windows[0][0] == 7
+    assert windows[-1][1] == 7 + 2 * DAY_MS + 5
+    covered = sum(end - start + 1 for start, end in windows)  # type: ignore[operator]
+    assert covered == 2 * DAY_MS + 6
+
+
+def test_an_empty_range_plans_nothing() -> None:
+    assert plan_windows(10, 9) == []
+
+
+def test_new_flows_backfill_and_known_flows_resume_with_overlap() -> None:
+    hour = 3_600_000
+    until = 50 * DAY_MS
+    parts = plan_partitions(
+        "r",
+        ["new1", "new2", "old"],
+        {"old": until - 2 * hour},
+        until=until,
+        since=None,
+        overlap_ms=hour,
+        line_length=line_length,
+        open_spans=31,
+    )
+    old = [p for p in parts if p.flow_ids == ("old",)]
+    assert [(p.window_gte, p.window_lte) for p in old] == [(until - 3 * hour, until)]
+    new = [p for p in parts if p.flow_ids == ("new1", "new2")]
+    assert len(new) == 32 and new[0].window_gte is None
+    assert [p.window_lte for p in parts] == sorted(p.window_lte for p in parts)
+    assert len({p.key for p in parts}) == len(parts)
+    assert all(p.cursor.lte == p.window_lte and not p.cursor.seen for p in parts)
+
+
+def test_since_overrides_where_flows_stopped() -> None:
+    parts = plan_partitions(
+        "r",
+        ["a"],
+        {"a": 10 * DAY_MS},
+        until=10 * DAY_MS,
+        since=8 * DAY_MS,
+        overlap_ms=0,
+        line_length=line_length,
+    )
+    assert parts[0].window_gte == 8 * DAY_MS and len(parts) == 3

@@ -1,0 +1,197 @@
+"""The DuckDB warehouse, on real files read back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from jobsync.cursor import CursorState
+from jobsync.errors import WarehouseError, WarehouseLocked
+from jobsync.partition import Partition
+from jobsync.records import JOB_COLUMNS, Reject, normalise_page
+from jobsync.store import SCHEMA_VERSION, RunCounts, Warehouse
+from jobsync.timestamps import format_iso_ms
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def job(job_id: str, status: str = "completed", modified: int = T0, **extra: Any) -> dict:
+    record = {
+        "_id": job_id,
+        "type": "flow",
+        "status": status,
+        "_flowId": "f1",
+        "numSuccess": 3,
+        "createdAt": format_iso_ms(T0 - 60_000),
+        "lastModified": format_iso_ms(modified),
+    }
+    record.update(extra)
+    return record
+
+
+def commit(wh: Warehouse, records: list[Any], cursors: dict | None = None, now: int = T0):
+    page = normalise_page(records)
+    return wh.commit_batch(page.rows, page.rejects, cursors or {}, "run-1", now)
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path):
+    with Warehouse.open(tmp_path / "jobs.duckdb") as wh:
+        yield wh
+
+
+def rows(wh: Warehouse, sql: str) -> list[tuple]:
+    return wh.connection.execute(sql).fetchall()
+
+
+def test_a_new_file_gets_every_table_and_the_schema_version(warehouse: Warehouse) -> None:
+    tables = {r[0] for r in rows(warehouse, "SELECT table_name FROM information_schema.tables")}
+    assert {"jobs", "rejects", "sync_runs", "flow_state", "sync_partitions"} <= tables
+    assert warehouse.schema_version() == SCHEMA_VERSION
+    columns = [r[0] for r in rows(warehouse, "DESCRIBE jobs")]
+    assert columns == [*JOB_COLUMNS, "first_seen_at", "last_synced_at"]
+    types = dict(
+        rows(
+            warehouse,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'jobs'",
+        )
+    )
+    assert types["created_at"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["num_success"] == "BIGINT"
+    assert types["raw"] == "JSON"
+
+
+def test_upsert_inserts_updates_and_leaves_the_unchanged_alone(warehouse: Warehouse) -> None:
+    first = commit(warehouse, [job("a", "running"), job("b")], now=T0)
+    assert (first.inserted, first.updated, first.unchanged) == (2, 0, 0)
+    later = T0 + 3_600_000
+    second = commit(warehouse, [job("a", "completed", T0 + 1000), job("b")], now=later)
+    assert (second.inserted, second.updated, second.unchanged) == (0, 1, 1)
+    got = dict(rows(warehouse, "SELECT id, status FROM jobs"))
+    assert got == {"a": "completed", "b": "completed"}
+    synced = dict(rows(warehouse, "SELECT id, epoch_ms(last_synced_at) FROM jobs"))
+    assert synced == {"a": later, "b": T0}, "an unchanged row is not touched"
+    seen = dict(rows(warehouse, "SELECT id, epoch_ms(first_seen_at) FROM jobs"))
+    assert seen == {"a": T0, "b": T0}
+
+
+def test_an_older_record_never_replaces_a_newer_row(warehouse: Warehouse) -> None:
+    commit(warehouse, [job("a", "completed", T0 + 5000)])
+    counts = commit(warehouse, [job("a", "running", T0)])
+    assert (counts.updated, counts.unchanged) == (0, 1)
+    assert rows(warehouse, "SELECT status FROM jobs") == [("completed",)]
+
+
+def test_raw_keeps_every_field_as_sent(warehouse: Warehouse) -> None:
+    record = job("a", numResolved=4, files=[{"name": "x.csv", "size": 9}], oIndex=None)
+    commit(warehouse, [record])
+    raw = rows(warehouse, "SELECT raw->>'$.files[0].name', raw->>'$.numResolved' FROM jobs")
+    assert raw == [("x.csv", "4")]
+
+
+def test_rejects_are_logged_with_their_reason(warehouse: Warehouse) -> None:
+    counts = commit(warehouse, [job("a"), {"type": "flow"}, job("c", numSuccess="many")])
+    assert (counts.inserted, counts.rejects) == (1, 2)
+    reasons = [r[0] for r in rows(warehouse, "SELECT reason FROM rejects ORDER BY reason")]
+    assert any("_id" in r for r in reasons) and any("numSuccess" in r for r in reasons)
+    assert rows(warehouse, "SELECT DISTINCT run_id FROM rejects") == [("run-1",)]
+
+
+def test_plan_and_cursors_commit_with_the_rows(warehouse: Warehouse) -> None:
+    plan = [Partition.fresh("p1", ("f1", "f2"), None, T0), Partition.fresh("p2", ("f1",), T0, T0)]
+    warehouse.save_plan("run-1", plan, {"f1": T0, "f2": T0})
+    assert warehouse.pending_partitions() == plan
+    assert warehouse.planned_through() == {"f1": T0, "f2": T0}
+    moved = CursorState(T0 - 10, frozenset({"x", "y"}))
+    commit(warehouse, [job("a")], {"p1": moved, "p2": None})
+    assert warehouse.pending_partitions() == [Partition("p1", ("f1", "f2"), None, T0, moved)]
+
+
+def test_a_failed_batch_leaves_rows_and_cursors_as_they_were(warehouse: Warehouse) -> None:
+    warehouse.save_plan("run-1", [Partition.fresh("p1", ("f1",), None, T0)], {"f1": T0})
+    page = normalise_page([job("a")])
+    with pytest.raises(duckdb.Error):
+        warehouse.commit_batch(page.rows, [Reject("x", None)], {"p1": None}, "r", T0)  # type: ignore[arg-type]
+    assert rows(warehouse, "SELECT count(*) FROM jobs") == [(0,)]
+    assert len(warehouse.pending_partitions()) == 1
+
+
+def test_unfinished_jobs_outside_pending_windows_need_a_refresh(warehouse: Warehouse) -> None:
+    created = T0 - 60_000
+    commit(warehouse, [job("run", "running"), job("queued", "queued"), job("done")])
+    commit(warehouse, [job("other", "running", _flowId="f9")])
+    assert set(warehouse.jobs_to_refresh()) == {"run", "queued", "other"}
+    covering = Partition("p", ("f1",), created - 1, T0, CursorState(created))
+    warehouse.save_plan("run-2", [covering], {})
+    assert warehouse.jobs_to_refresh() == ["other"]
+
+
+def test_runs_are_logged_and_a_killed_run_is_marked_interrupted(warehouse: Warehouse) -> None:
+    warehouse.begin_run("r1", T0)
+    assert warehouse.begin_run("r2", T0 + 1) == 1
+    warehouse.finish_run("r2", T0 + 2, "succeeded", None, RunCounts(requests=7, pages=3))
+    got = rows(warehouse, "SELECT run_id, outcome, requests, pages FROM sync_runs ORDER BY run_id")
+    assert got == [("r1", "interrupted", 0, 0), ("r2", "succeeded", 7, 3)]
+
+
+def test_a_second_process_is_refused_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.duckdb"
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom jobsync.store import Warehouse\n"
+        "from jobsync.errors import WarehouseLocked\n"
+        f"try:\n    Warehouse.open(Path({str(path)!r}))\n"
+        "except WarehouseLocked as e:\n    print(e); sys.exit(4)\n"
+    )
+    with Warehouse.open(path):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 4, result.stderr
+    assert "in use by another process" in result.stdout
+
+
+def test_a_corrupt_file_is_an_error_and_is_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.duckdb"
+    path.write_bytes(b"this is not a database" * 500)
+    before = path.read_bytes()
+    with pytest.raises(WarehouseError, match="cannot open"):
+        Warehouse.open(path)
+    assert path.read_bytes() == before
+
+
+def test_a_foreign_duckdb_file_is_not_written_into(tmp_path: Path) -> None:
+    path = tmp_path / "other.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE sales (x INT)").close()
+    with pytest.raises(WarehouseError, match="did not create"):
+        Warehouse.open(path)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.duckdb"
+    Warehouse.open(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE jobsync_meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(WarehouseError, match="newer"):
+        Warehouse.open(path)
+
+
+def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(WarehouseError, match="does not exist"):
+        Warehouse.open(tmp_path / "nope" / "jobs.duckdb")
+
+
+def test_reopening_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.duckdb"
+    with Warehouse.open(path) as wh:
+        commit(wh, [job("a")])
+    with Warehouse.open(path, read_only=True) as wh:
+        assert rows(wh, "SELECT id FROM jobs") == [("a",)]
+
+
+def test_locked_is_a_warehouse_error() -> None:
+    assert issubclass(WarehouseLocked, WarehouseError)
