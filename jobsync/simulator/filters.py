@@ -1,0 +1,142 @@
+"""The filters of one `GET /jobs` request, read from its query string in either spelling.
+
+The reference spells resource filters `flow_id`, `flow_id_in`, ...; integrator.io spells
+them `_flowId`, `_flowId_in`, ... and its clients may also send list items as indexed keys
+(`_flowId_in[0]=A&_flowId_in[1]=B`). Unknown parameters are ignored, as the API does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from jobsync.query import FILTER_STYLES, parameter_names
+from jobsync.simulator.history import COUNT_FIELDS
+from jobsync.timestamps import parse_iso_ms
+
+_INDEXED = re.compile(r"^(.+)\[\d*\]$")
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_LIST_FIELDS = ("flow_ids", "types")
+_SET_FIELDS = (
+    "flow_id",
+    "integration_id",
+    "export_id",
+    "import_id",
+    "flow_job_id",
+    "status",
+    "type",
+)
+# JobQuery count fields -> position in the simulator's counts (COUNT_FIELDS order)
+_COUNT_POSITIONS = {
+    "num_success": COUNT_FIELDS.index("numSuccess"),
+    "num_error": COUNT_FIELDS.index("numError"),
+    "num_ignore": COUNT_FIELDS.index("numIgnore"),
+}
+
+
+class InvalidQuery(ValueError):
+    """A filter value the API cannot read (400 `invalid_query`)."""
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What a listing must match. None = no constraint; an empty set matches nothing.
+
+    `count_ranges` holds (count position, lowest, highest) with inclusive bounds.
+    """
+
+    flow_ids: frozenset[str] | None = None
+    integration_ids: frozenset[str] | None = None
+    export_ids: frozenset[str] | None = None
+    import_ids: frozenset[str] | None = None
+    flow_job_ids: frozenset[str] | None = None
+    statuses: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+    created_gte: int | None = None
+    created_lte: int | None = None
+    count_ranges: tuple[tuple[int, float, float], ...] = ()
+
+
+def _field_names() -> dict[str, str]:
+    """Query parameter name -> JobQuery field, over both spellings."""
+    names: dict[str, str] = {}
+    for style in FILTER_STYLES:
+        names.update({param: field for field, param in parameter_names(style).items()})
+    return names
+
+
+_FIELD_OF = _field_names()
+
+
+def parse_filter(items: Iterable[tuple[str, str]]) -> JobFilter:
+    """The filter of a query string's (name, value) pairs; raises InvalidQuery."""
+    sets: dict[str, set[str]] = {}
+    lists: dict[str, set[str]] = {}
+    gte: int | None = None
+    lte: int | None = None
+    lows: dict[int, float] = {}
+    highs: dict[int, float] = {}
+    for name, value in items:
+        indexed = _INDEXED.match(name)
+        field = _FIELD_OF.get(indexed.group(1) if indexed else name)
+        if field is None or value == "" or (indexed and field not in _LIST_FIELDS):
+            continue
+        if field in _LIST_FIELDS:
+            lists.setdefault(field, set()).update(v.strip() for v in value.split(",") if v.strip())
+        elif field in _SET_FIELDS:
+            sets.setdefault(field, set()).add(value)
+        elif field == "created_at_gte":
+            moment = _timestamp(name, value)
+            gte = moment if gte is None else max(gte, moment)
+        elif field == "created_at_lte":
+            moment = _timestamp(name, value)
+            lte = moment if lte is None else min(lte, moment)
+        else:
+            position = _COUNT_POSITIONS[field[: -len("_gte")]]
+            number = _number(name, value)
+            if field.endswith("_gte"):
+                lows[position] = max(number, lows.get(position, -math.inf))
+            else:
+                highs[position] = min(number, highs.get(position, math.inf))
+
+    def both(one: str, many: str) -> frozenset[str] | None:
+        given = [sets[one]] if one in sets else []
+        given += [lists[many]] if many in lists else []
+        return frozenset(set.intersection(*given)) if given else None
+
+    def single(field: str) -> frozenset[str] | None:
+        return frozenset(sets[field]) if field in sets else None
+
+    return JobFilter(
+        flow_ids=both("flow_id", "flow_ids"),
+        integration_ids=single("integration_id"),
+        export_ids=single("export_id"),
+        import_ids=single("import_id"),
+        flow_job_ids=single("flow_job_id"),
+        statuses=single("status"),
+        types=both("type", "types"),
+        created_gte=gte,
+        created_lte=lte,
+        count_ranges=tuple(
+            (position, lows.get(position, -math.inf), highs.get(position, math.inf))
+            for position in sorted(lows.keys() | highs.keys())
+        ),
+    )
+
+
+def _timestamp(name: str, value: str) -> int:
+    try:
+        return parse_iso_ms(value)
+    except ValueError:
+        raise InvalidQuery(
+            f"{name} must be an ISO 8601 timestamp with a timezone, "
+            f"e.g. 2024-01-15T10:00:00.000Z; got {value[:64]!r}"
+        ) from None
+
+
+def _number(name: str, value: str) -> float:
+    if not _NUMBER.match(value.strip()):
+        raise InvalidQuery(f"{name} must be a number; got {value[:64]!r}")
+    return float(value)

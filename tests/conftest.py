@@ -1,0 +1,61 @@
+"""Shared fixtures: a small synthetic account and the simulated Jobs API on a loopback port.
+
+`make_simulator(**knobs)` builds one with any AccountConfig or ServerOptions field as a
+keyword (`seed` goes to both), or an existing `account=` and a `clock=`; it is stopped when
+the test ends. `simulator` is the default one, with a ManualClock at the account's start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from typing import Any
+
+import pytest
+
+from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
+
+SIM_TOKEN = "test-token"
+SMALL_ACCOUNT = {"flows": 6, "days": 35}
+
+_ACCOUNT_KNOBS = {f.name for f in fields(AccountConfig)}
+_SERVER_KNOBS = {f.name for f in fields(ServerOptions)}
+
+
+@pytest.fixture
+def sim_account() -> Account:
+    """6 flows with 35 days of history; a fresh one per test, since cancels change it."""
+    return Account(AccountConfig(**SMALL_ACCOUNT))
+
+
+@pytest.fixture
+def make_simulator() -> Iterator[Callable[..., SimulatorServer]]:
+    """A factory of started simulators, e.g. `make_simulator(flows=20, rate_limit=2)`."""
+    servers: list[SimulatorServer] = []
+
+    def make(**knobs: Any) -> SimulatorServer:
+        account = knobs.pop("account", None)
+        clock = knobs.pop("clock", None)
+        unknown = knobs.keys() - _ACCOUNT_KNOBS - _SERVER_KNOBS
+        if unknown:
+            raise TypeError(f"unknown simulator knobs: {sorted(unknown)}")
+        if account is None:
+            account_knobs = {k: v for k, v in knobs.items() if k in _ACCOUNT_KNOBS}
+            account = Account(AccountConfig(**{**SMALL_ACCOUNT, **account_knobs}))
+        server_knobs = {k: v for k, v in knobs.items() if k in _SERVER_KNOBS}
+        options = ServerOptions(**{"token": SIM_TOKEN, **server_knobs})
+        server = SimulatorServer(account, options, clock=clock).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def simulator(
+    make_simulator: Callable[..., SimulatorServer], sim_account: Account
+) -> SimulatorServer:
+    """The simulated API over `sim_account`, token "test-token", clock at the account's start."""
+    return make_simulator(account=sim_account)
