@@ -5,6 +5,10 @@ from __future__ import annotations
 import click
 
 from jobsync import __version__
+from jobsync.cli_demo import demo
+from jobsync.cli_jobs import jobs
+from jobsync.cli_simulate import simulate
+from jobsync.cli_sync import sync
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -16,6 +20,10 @@ def cli() -> None:
     job into a DuckDB warehouse. The token comes from JOBSYNC_API_TOKEN or --token-file.
     Start with `jobsync demo`, which needs neither a token nor a network.
     """
+
+
+for command in (sync, demo, jobs, simulate):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,0 +1,308 @@
+"""One sync run: plan partitions, crawl them concurrently (oldest window first), and store
+every page through one writer that commits rows and cursors together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from jobsync.crawl import Crawler, CrawlError, CrawlPage, widest_query
+from jobsync.cursor import CursorState, CursorStuck
+from jobsync.errors import ApiError, JobsyncError, Unauthorized
+from jobsync.partition import DAY_MS, Partition, plan_partitions
+from jobsync.records import JOB_ARROW_SCHEMA, Reject, normalise_page
+from jobsync.store import RunCounts, Warehouse
+from jobsync.timestamps import format_iso_ms, now_ms
+
+log = logging.getLogger("jobsync.sync")
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What one run reads, and how hard it may push."""
+
+    flow_ids: tuple[str, ...] = ()  # empty: every flow that GET /flows lists
+    since_ms: int | None = None
+    overlap_ms: int = 3_600_000
+    concurrency: int = 8
+    max_duration_s: float | None = None
+    page_size: int = 1001
+    retention_days: int = 30
+    window_ms: int = DAY_MS
+    batch_jobs: int = 20_000
+    queue_pages: int = 32
+
+
+@dataclass
+class SyncSummary:
+    """The outcome of a run, for the one-line summary, `--json` and the exit code."""
+
+    run_id: str
+    outcome: str  # succeeded, failed, partial, interrupted
+    counts: RunCounts
+    seconds: float
+    errors: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        c = self.counts
+        return (
+            f"sync {self.outcome}: {c.flows} flows, {c.partitions} partitions; "
+            f"{c.jobs_inserted:,} new, {c.jobs_updated:,} updated, {c.jobs_unchanged:,} "
+            f"unchanged, {c.jobs_refreshed:,} refreshed, {c.rejects:,} rejected; "
+            f"{c.requests:,} requests ({c.retries:,} retries, {c.throttled:,} throttled) "
+            f"in {self.seconds:.1f} s"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "outcome": self.outcome,
+            "seconds": round(self.seconds, 3),
+            **asdict(self.counts),
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class SyncProgress:
+    """Live counters for a progress display."""
+
+    partitions_total: int = 0
+    partitions_done: int = 0
+    pages: int = 0
+    jobs: int = 0
+
+
+class SyncRun:
+    """Wires crawl -> records -> store for one run."""
+
+    def __init__(
+        self,
+        client: Any,
+        warehouse: Warehouse,
+        options: SyncOptions,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.client = client
+        self.warehouse = warehouse
+        self.options = options
+        self.clock = clock
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        self.counts = RunCounts()
+        self.progress = SyncProgress()
+        self.errors: list[str] = []
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=options.queue_pages)
+        self._crawler = Crawler(client, options.page_size)
+
+    async def run(self) -> SyncSummary:
+        started = time.monotonic()
+        started_ms = self.clock()
+        stale = self.warehouse.begin_run(self.run_id, started_ms)
+        if stale:
+            log.info("%d earlier run(s) had been interrupted; resuming their partitions", stale)
+        outcome = "failed"
+        try:
+            partitions, refresh_ids = await self._plan()
+            outcome = await self._crawl_and_write(partitions, refresh_ids)
+        except asyncio.CancelledError:
+            outcome = "interrupted"
+            raise
+        except JobsyncError as exc:
+            self.errors.append(str(exc))
+            raise
+        finally:
+            self._count_requests()
+            error = "; ".join(self.errors[:5]) or None
+            self.warehouse.finish_run(self.run_id, self.clock(), outcome, error, self.counts)
+        return SyncSummary(
+            self.run_id, outcome, self.counts, time.monotonic() - started, self.errors
+        )
+
+    async def _plan(self) -> tuple[list[Partition], list[str]]:
+        listed = await self._listed_flows()
+        # The API's clock, not ours, bounds the windows: a skewed local clock must not
+        # move the next run's lower bound past jobs it has not read.
+        until = self.client.server_now_ms() or self.clock()
+        flows = self.options.flow_ids or listed
+        unknown = sorted(set(flows) - set(listed))
+        if unknown and self.options.flow_ids:
+            log.warning(
+                "%d flow(s) not in the account's flow list (synced anyway): %s",
+                len(unknown),
+                ", ".join(unknown[:5]),
+            )
+        self.counts.flows = len(flows)
+        selected = set(flows)
+        pending = [p for p in self.warehouse.pending_partitions() if selected & set(p.flow_ids)]
+        new = plan_partitions(
+            self.run_id,
+            flows,
+            self.warehouse.planned_through(),
+            until=until,
+            since=self.options.since_ms,
+            overlap_ms=self.options.overlap_ms,
+            line_length=lambda batch: self.client.request_line_length(widest_query(batch)),
+            span_ms=self.options.window_ms,
+            open_spans=self.options.retention_days + 1,
+        )
+        self.warehouse.save_plan(self.run_id, new, dict.fromkeys(flows, until))
+        partitions = sorted(pending + new, key=lambda p: (p.window_lte, p.key))
+        self.counts.partitions = len(partitions)
+        self.progress.partitions_total = len(partitions)
+        log.info(
+            "%d flows: %d partitions (%d resumed), newest window ends %s",
+            len(flows),
+            len(partitions),
+            len(pending),
+            format_iso_ms(until),
+        )
+        return partitions, self.warehouse.jobs_to_refresh()
+
+    async def _listed_flows(self) -> tuple[str, ...]:
+        flows = await self.client.list_flows()
+        ids = {f.get("_id") for f in flows if isinstance(f, dict)}
+        return tuple(sorted(i for i in ids if isinstance(i, str) and i))
+
+    async def _crawl_and_write(self, partitions: list[Partition], refresh_ids: list[str]) -> str:
+        writer = asyncio.create_task(self._write())
+        producers = asyncio.create_task(self._produce(partitions, refresh_ids))
+        outcome = "succeeded"
+        try:
+            done, _ = await asyncio.wait({writer, producers}, return_when=asyncio.FIRST_COMPLETED)
+            if writer in done:  # the writer failed: nothing more can be stored
+                writer.result()
+            try:
+                producers.result()
+            except TimeoutError:
+                outcome = "partial"
+        finally:
+            # Whatever ended the crawl (the end, --max-duration, a bad token, Ctrl-C), what
+            # was fetched is committed before the run ends.
+            if not producers.done():
+                producers.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producers
+            await self._finish_writer(writer)
+        if outcome == "succeeded" and self.errors:
+            outcome = "failed"
+        return outcome
+
+    async def _finish_writer(self, writer: asyncio.Task[None]) -> None:
+        """Let the writer store what is queued, then stop it."""
+        if not writer.done():
+            await self._queue.put(_STOP)
+            await asyncio.shield(writer)
+
+    async def _produce(self, partitions: list[Partition], refresh_ids: list[str]) -> None:
+        work: deque[Partition | str] = deque([*partitions, *refresh_ids])
+        workers = max(1, min(self.options.concurrency, len(work)))
+        try:
+            async with asyncio.timeout(self.options.max_duration_s), asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(self._worker(work))
+        except BaseExceptionGroup as group:  # a worker raised what ends the run (a bad token)
+            raise group.exceptions[0] from None
+
+    async def _worker(self, work: deque[Partition | str]) -> None:
+        while work:
+            item = work.popleft()
+            try:
+                if isinstance(item, Partition):
+                    await self._crawler.crawl_partition(item, self._emit)
+                    self.progress.partitions_done += 1
+                elif await self._crawler.refresh(item, self._emit):
+                    self.counts.jobs_refreshed += 1
+            except Unauthorized:
+                raise
+            except (ApiError, CrawlError, CursorStuck) as exc:
+                self.errors.append(_describe(item, exc))
+                log.error("%s", self.errors[-1])
+
+    async def _emit(self, page: CrawlPage) -> None:
+        await self._queue.put(page)
+
+    async def _write(self) -> None:
+        """The single writer: drains the queue in batches, one transaction each."""
+        stop = False
+        while not stop:
+            pages = [await self._queue.get()]
+            jobs = len(pages[0].records) if pages[0] is not _STOP else 0
+            while jobs < self.options.batch_jobs and not self._queue.empty():
+                pages.append(self._queue.get_nowait())
+                jobs += len(pages[-1].records) if pages[-1] is not _STOP else 0
+            if pages[-1] is _STOP:
+                stop = True
+                pages.pop()
+            if pages:
+                await asyncio.to_thread(self._commit, pages)
+
+    def _commit(self, pages: list[CrawlPage]) -> None:
+        tables: list[pa.Table] = []
+        rejects: list[Reject] = []
+        cursors: dict[str, CursorState | None] = {}
+        for page in pages:
+            normalised = normalise_page(page.records)
+            tables.append(normalised.rows)
+            rejects.extend(normalised.rejects)
+            if page.partition_key is not None and (page.finished or page.cursor is not None):
+                cursors[page.partition_key] = None if page.finished else page.cursor
+        rows = pa.concat_tables(tables) if tables else JOB_ARROW_SCHEMA.empty_table()
+        counts = self.warehouse.commit_batch(rows, rejects, cursors, self.run_id, self.clock())
+        self.counts.jobs_inserted += counts.inserted
+        self.counts.jobs_updated += counts.updated
+        self.counts.jobs_unchanged += counts.unchanged
+        self.counts.rejects += counts.rejects
+        self.counts.pages += sum(1 for page in pages if page.records)
+        self.progress.pages = self.counts.pages
+        self.progress.jobs += rows.num_rows + counts.rejects
+
+    def _count_requests(self) -> None:
+        stats = self.client.stats
+        self.counts.requests = stats.requests
+        self.counts.retries = stats.retries
+        self.counts.throttled = stats.throttled
+
+
+def _describe(item: Partition | str, exc: BaseException) -> str:
+    if isinstance(item, str):
+        return f"refresh of job {item} failed: {exc}"
+    window = (
+        f"{format_iso_ms(item.window_gte) if item.window_gte is not None else 'the beginning'}"
+        f" .. {format_iso_ms(item.window_lte)}"
+    )
+    return f"partition of {len(item.flow_ids)} flow(s), {window}, failed: {exc}"
+
+
+async def run_sync(
+    client: Any,
+    warehouse: Warehouse,
+    options: SyncOptions,
+    on_start: Callable[[SyncRun], None] | None = None,
+) -> SyncSummary:
+    """Run one sync with an open client and warehouse; SIGTERM stops it like Ctrl-C
+    (what is fetched is committed, the run is logged as interrupted)."""
+    run = SyncRun(client, warehouse, options)
+    if on_start is not None:
+        on_start(run)
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run.run()
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)

@@ -1,0 +1,179 @@
+"""`jobsync sync` end to end: the simulator over real sockets, a real DuckDB file read back,
+several simulated nights, and the warehouse compared with the simulator's ground truth."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+
+from jobsync.api import ClientSettings, JobsClient
+from jobsync.errors import Unauthorized
+from jobsync.secret import ApiToken
+from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
+from jobsync.store import Warehouse
+from jobsync.sync import SyncOptions, SyncSummary, run_sync
+
+TOKEN = "test-token"
+DAY = timedelta(days=1)
+
+
+@contextmanager
+def simulator(page_size: int = 1001, **knobs: Any) -> Iterator[SimulatorServer]:
+    server_knobs = {
+        k: knobs.pop(k) for k in ("latency_ms", "rate_limit", "fault_rate") if k in knobs
+    }
+    account = Account(AccountConfig(**{"flows": 6, "days": 35, **knobs}))
+    with SimulatorServer(account, ServerOptions(TOKEN, page_size=page_size, **server_knobs)) as sim:
+        yield sim
+
+
+def sync(sim: SimulatorServer, db: Path, token: str = TOKEN, **options: Any) -> SyncSummary:
+    options.setdefault("page_size", sim.options.page_size)
+    settings = ClientSettings(
+        base_url=sim.url, token=ApiToken(token), rate_limit=500, max_retry_time=60
+    )
+
+    async def go() -> SyncSummary:
+        async with JobsClient(settings) as client:
+            with Warehouse.open(db) as warehouse:
+                return await run_sync(client, warehouse, SyncOptions(**options))
+
+    return asyncio.run(go())
+
+
+def stored(db: Path) -> dict[str, dict[str, Any]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {
+            i: orjson.loads(raw) for i, raw in con.execute("SELECT id, raw FROM jobs").fetchall()
+        }
+
+
+def truth(sim: SimulatorServer) -> dict[str, dict[str, Any]]:
+    return sim.account.listed_jobs(sim.clock.now_ms())
+
+
+def assert_warehouse_matches(db: Path, sim: SimulatorServer, ever_listed: set[str]) -> None:
+    have = stored(db)
+    now = truth(sim)
+    missing = ever_listed - set(have)
+    assert not missing, f"{len(missing)} jobs the API listed are not in the warehouse"
+    stale = [i for i, job in now.items() if have.get(i) != job]
+    assert not stale, f"{len(stale)} jobs differ from the API, e.g. {stale[:3]}"
+
+
+def test_a_backfill_stores_exactly_what_the_api_lists(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator(burst_share=0.6, odd_share=0.05) as sim:
+        summary = sync(sim, db)
+        listed = truth(sim)
+        assert summary.outcome == "succeeded", summary.errors
+        assert stored(db) == listed
+        assert summary.counts.jobs_inserted == len(listed)
+        assert summary.counts.rejects == 0
+        assert summary.counts.partitions == 32  # one flow batch x (31 days + everything older)
+
+
+def test_a_millisecond_with_more_than_a_page_of_jobs_is_fetched_whole(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator(crowded_ms_jobs=1200) as sim:
+        crowded = {i for i, job in truth(sim).items() if job["createdAt"].endswith("11:17:42.123Z")}
+        assert len(crowded) > 1001
+        summary = sync(sim, db)
+        assert summary.outcome == "succeeded", summary.errors
+        assert stored(db) == truth(sim)
+
+
+def test_small_pages_with_ties_across_page_boundaries(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator(page_size=7, flows=4, days=3, burst_share=1.0) as sim:
+        summary = sync(sim, db)
+        assert summary.outcome == "succeeded", summary.errors
+        assert stored(db) == truth(sim)
+        assert summary.counts.pages > 100
+
+
+def test_nights_of_incremental_runs_keep_the_archive_complete(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator(late_share=0.1, long_running_share=0.05, burst_share=0.5) as sim:
+        ever: set[str] = set()
+        requests = []
+        for night in range(5):
+            if night:
+                sim.clock.advance(DAY + timedelta(minutes=7 * night))
+            ever |= set(truth(sim))
+            summary = sync(sim, db)
+            assert summary.outcome == "succeeded", summary.errors
+            assert_warehouse_matches(db, sim, ever)
+            requests.append(summary.counts.requests)
+        assert summary.counts.jobs_refreshed > 0, "jobs running across nights were refreshed"
+        assert max(requests[1:]) < requests[0], "incremental runs read less than a backfill"
+        purged = ever - set(truth(sim))
+        assert purged, "jobs purged by the API stay in the archive"
+
+
+def test_a_rerun_with_nothing_new_changes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator() as sim:
+        sync(sim, db)
+        with duckdb.connect(str(db), read_only=True) as con:
+            before = con.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+        again = sync(sim, db)
+        assert (again.counts.jobs_inserted, again.counts.jobs_updated) == (0, 0)
+        with duckdb.connect(str(db), read_only=True) as con:
+            assert con.execute("SELECT * FROM jobs ORDER BY id").fetchall() == before
+            runs = con.execute("SELECT outcome FROM sync_runs ORDER BY started_at").fetchall()
+        assert runs == [("succeeded",), ("succeeded",)]
+
+
+def test_throttling_and_faults_are_survived(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator(flows=4, days=10, fault_rate=0.25, rate_limit=40) as sim:
+        summary = sync(sim, db, concurrency=8)
+        assert summary.outcome == "succeeded", summary.errors
+        assert stored(db) == truth(sim)
+        assert summary.counts.retries > 0
+
+
+def test_max_duration_stops_cleanly_and_oldest_windows_come_first(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator(latency_ms=30) as sim:
+        partial = sync(sim, db, max_duration_s=0.6, concurrency=1)
+        assert partial.outcome == "partial"
+        have, listed = stored(db), truth(sim)
+        assert 0 < len(have) < len(listed)
+        oldest_missing = min(listed[i]["createdAt"] for i in set(listed) - set(have))
+        newest_missing = max(listed[i]["createdAt"] for i in set(listed) - set(have))
+        oldest_stored = min(job["createdAt"] for job in have.values())
+        assert oldest_stored < oldest_missing, "the oldest jobs are secured first"
+        assert newest_missing == max(job["createdAt"] for job in listed.values())
+        finished = sync(sim, db)
+        assert finished.outcome == "succeeded"
+        assert stored(db) == listed
+        assert finished.counts.jobs_inserted == len(listed) - len(have)
+
+
+def test_a_rejected_token_ends_the_run_and_is_logged(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator(days=2) as sim, pytest.raises(Unauthorized):
+        sync(sim, db, token="wrong-token")
+    with duckdb.connect(str(db), read_only=True) as con:
+        outcome, error = con.execute("SELECT outcome, error FROM sync_runs").fetchone()
+    assert outcome == "failed" and "wrong-token" not in error
+
+
+def test_selected_flows_only(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator(days=5) as sim:
+        flows = [f["_id"] for f in sim.account.flows()][:2]
+        summary = sync(sim, db, flow_ids=tuple(flows))
+        assert summary.outcome == "succeeded"
+        expected = {i: j for i, j in truth(sim).items() if j.get("_flowId") in flows}
+        assert stored(db) == expected
