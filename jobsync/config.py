@@ -158,19 +158,18 @@ def load_settings(
         ("environment", {k: env[v] for k, (v, _) in _FIELDS.items() if env.get(v)}),
         ("flags", {k: v for k, v in flags.items() if k in _FIELDS and v is not None}),
     ):
+        if "api_url" in source and "region" in source:
+            raise ConfigError(f"give an API URL or a region, not both ({source_name})")
         for name, value in source.items():
             try:
                 merged[name] = _FIELDS[name][1](value)
             except (TypeError, ValueError) as exc:
                 where = _FIELDS[name][0] if source_name == "environment" else name
                 raise ConfigError(f"bad {where} ({source_name}): {exc}") from None
-
-    region = merged.pop("region", None)
-    if region is not None:
-        if region not in REGION_URLS:
-            raise ConfigError(f"unknown region {region!r}; expected one of us, eu")
-        if "api_url" in merged and flags.get("api_url") is not None:
-            raise ConfigError("give --api-url or --region, not both")
-        merged["api_url"] = REGION_URLS[region]
+        if "region" in source:  # a region stands for its URL, over any URL from below
+            region = merged.pop("region")
+            if region not in REGION_URLS:
+                raise ConfigError(f"unknown region {region!r}; expected one of us, eu")
+            merged["api_url"] = REGION_URLS[region]
     token = _read_token(merged.pop("token_file", None), env)
     return Settings(token=token, **merged)

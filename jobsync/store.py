@@ -245,20 +245,21 @@ class Warehouse:
                     [[flow, ms_to_datetime(ms)] for flow, ms in planned_through.items()],
                 )
 
-    def jobs_to_refresh(self) -> list[str]:
-        """Unfinished jobs that no pending partition will list again, oldest first: these must
-        be fetched one by one to learn how they ended."""
+    def jobs_to_refresh(self, flow_ids: list[str]) -> list[str]:
+        """Unfinished jobs of these flows (or of no known flow) that no pending partition will
+        list again, oldest first: these must be fetched one by one to learn how they ended."""
         placeholders = ", ".join("?" for _ in UNFINISHED_STATUSES)
         rows = self.connection.execute(
             f"""SELECT j.id FROM jobs AS j
                 WHERE j.status IN ({placeholders})
+                  AND (j.flow_id IS NULL OR list_contains(?, j.flow_id))
                   AND NOT EXISTS (
                       SELECT 1 FROM sync_partitions AS p
                       WHERE list_contains(p.flow_ids, j.flow_id)
                         AND j.created_at <= p.cursor_lte
                         AND (p.window_gte IS NULL OR j.created_at >= p.window_gte))
                 ORDER BY j.created_at""",
-            list(UNFINISHED_STATUSES),
+            [*UNFINISHED_STATUSES, flow_ids],
         ).fetchall()
         return [row[0] for row in rows]
 

@@ -168,7 +168,7 @@ class SyncRun:
             len(pending),
             format_iso_ms(until),
         )
-        return partitions, self.warehouse.jobs_to_refresh()
+        return partitions, self.warehouse.jobs_to_refresh(list(flows))
 
     async def _listed_flows(self) -> tuple[str, ...]:
         flows = await self.client.list_flows()

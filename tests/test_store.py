@@ -126,10 +126,11 @@ def test_unfinished_jobs_outside_pending_windows_need_a_refresh(warehouse: Wareh
     created = T0 - 60_000
     commit(warehouse, [job("run", "running"), job("queued", "queued"), job("done")])
     commit(warehouse, [job("other", "running", _flowId="f9")])
-    assert set(warehouse.jobs_to_refresh()) == {"run", "queued", "other"}
+    assert set(warehouse.jobs_to_refresh(["f1", "f9"])) == {"run", "queued", "other"}
+    assert set(warehouse.jobs_to_refresh(["f9"])) == {"other"}, "only the selected flows"
     covering = Partition("p", ("f1",), created - 1, T0, CursorState(created))
     warehouse.save_plan("run-2", [covering], {})
-    assert warehouse.jobs_to_refresh() == ["other"]
+    assert warehouse.jobs_to_refresh(["f1", "f9"]) == ["other"]
 
 
 def test_runs_are_logged_and_a_killed_run_is_marked_interrupted(warehouse: Warehouse) -> None:
