@@ -230,7 +230,7 @@ def _write_month(
                 rows += batch.num_rows
         return rows
 
-    rows = _put_atomically(location, location.path(TABLE, f"{PARTITION}={month}", FILE_NAME), write)
+    rows = _put_atomically(location, f"{location.month_folder(month)}/{FILE_NAME}", write)
     log.info("archived %s: %d rows", month, rows)
     return rows
 

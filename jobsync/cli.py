@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from jobsync import __version__
+from jobsync.cli_archive import archive, query, status
 from jobsync.cli_demo import demo
 from jobsync.cli_jobs import jobs
 from jobsync.cli_simulate import simulate
@@ -22,7 +23,7 @@ def cli() -> None:
     """
 
 
-for command in (sync, demo, jobs, simulate):
+for command in (sync, archive, query, status, demo, jobs, simulate):
     cli.add_command(command)
 
 

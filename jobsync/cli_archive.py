@@ -141,36 +141,50 @@ def query(**flags: Any) -> None:
 
 def print_result(result: duckdb.DuckDBPyConnection, output: str) -> None:
     """The rows of an executed statement, in `output` format; nothing for a statement
-    without rows (SET, ...)."""
+    without rows (SET, ...). CSV and JSON stream: memory stays flat however many rows."""
     if result.description is None:
         return
     columns = [column[0] for column in result.description]
     if output == "table":
         click.echo(result_table(columns, result.fetchall()))
     elif output == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
-        for rows in _chunks(result):
-            writer.writerows([_csv_value(value) for value in row] for row in rows)
-            click.echo(buffer.getvalue(), nl=False)
-            buffer.seek(0)
-            buffer.truncate()
-        click.echo(buffer.getvalue(), nl=False)
+        _print_csv(columns, result)
     else:
-        separator = "\n"
-        click.echo("[", nl=False)
-        for rows in _chunks(result):
-            for row in rows:
-                document = orjson.dumps(dict(zip(columns, row, strict=True)), default=str)
-                click.echo(separator + document.decode(), nl=False)
-                separator = ",\n"
-        click.echo("\n]")
+        _print_json(columns, result)
+
+
+def _print_csv(columns: list[str], result: duckdb.DuckDBPyConnection) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for rows in _chunks(result):
+        writer.writerows([_csv_value(value) for value in row] for row in rows)
+        click.echo(_take(buffer), nl=False)
+    click.echo(_take(buffer), nl=False)
+
+
+def _print_json(columns: list[str], result: duckdb.DuckDBPyConnection) -> None:
+    """An array of objects, one a line."""
+    separator = "\n"
+    click.echo("[", nl=False)
+    for rows in _chunks(result):
+        for row in rows:
+            document = orjson.dumps(dict(zip(columns, row, strict=True)), default=_json_value)
+            click.echo(separator + document.decode(), nl=False)
+            separator = ",\n"
+    click.echo("\n]")
 
 
 def _chunks(result: duckdb.DuckDBPyConnection) -> Iterator[list[Any]]:
     while rows := result.fetchmany(_FETCH_ROWS):
         yield rows
+
+
+def _take(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
 
 
 def _csv_value(value: Any) -> Any:
@@ -180,9 +194,13 @@ def _csv_value(value: Any) -> Any:
         return str(value).lower()
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
     return value
+
+
+def _json_value(value: Any) -> Any:
+    """What orjson cannot write itself: DECIMAL as a number, anything else (INTERVAL, BLOB)
+    as text."""
+    return float(value) if isinstance(value, Decimal) else str(value)
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -265,7 +283,7 @@ def status_text(report: StatusReport) -> str:
     lines = [
         ("last successful run", _run_text(report.last_success, report.now)),
         ("last run", _run_text(report.last_run, report.now)),
-        ("purge risk", report.purge.message if report.at_risk else "none: " + report.purge.message),
+        ("purge risk", ("AT RISK: " if report.at_risk else "none: ") + report.purge.message),
         ("gaps", f"{len(report.gaps)} (see the warnings)" if report.gaps else "none"),
         ("rejects", f"{health.rejects:,}{last_reject}"),
         ("partitions pending", f"{health.partitions_pending:,}"),

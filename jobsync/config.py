@@ -32,6 +32,7 @@ class Settings:
     filter_names: str = "reference"
     insecure: bool = False
     db: Path = Path("jobsync.duckdb")
+    parquet: str | None = None
     concurrency: int = 8
     rate_limit: float = 20.0
     max_rate: float = 1000.0
@@ -97,6 +98,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "filter_names": ("JOBSYNC_FILTER_NAMES", _filter_names),
     "insecure": ("JOBSYNC_INSECURE", _flag),
     "db": ("JOBSYNC_DB", Path),
+    "parquet": ("JOBSYNC_PARQUET", str),
     "concurrency": ("JOBSYNC_CONCURRENCY", _positive_int),
     "rate_limit": ("JOBSYNC_RATE_LIMIT", _positive_float),
     "timeout": ("JOBSYNC_TIMEOUT", _positive_float),

@@ -87,7 +87,7 @@ class Gap:
     def message(self) -> str:
         days = (self.next_run.started_at - self.last_success.started_at) / _DAY
         return (
-            f"gap: no run for {days:.1f} days after the successful run of "
+            f"no run for {days:.1f} days after the successful run of "
             f"{_when(self.last_success.started_at)}, until {_when(self.next_run.started_at)}; "
             f"jobs created from {_when(self.lost_from)} to {_when(self.lost_until)} may have "
             "been purged by the API before any run read them"
@@ -116,8 +116,8 @@ class StatusReport:
 
     def warnings(self) -> list[str]:
         """What needs a human: the purge risk first, then the gaps, oldest first."""
-        risk = [self.purge.message] if self.purge.at_risk else []
-        return risk + [gap.message() for gap in self.gaps]
+        risk = [f"purge risk: {self.purge.message}"] if self.purge.at_risk else []
+        return risk + [f"gap: {gap.message()}" for gap in self.gaps]
 
     def as_dict(self) -> dict[str, Any]:
         """The report for `--json`: times as ISO 8601 strings."""
@@ -185,12 +185,12 @@ def purge_risk(
         return PurgeRisk(False, deadline, days_left, message)
     if days_left > 0:
         message = (
-            f"purge risk: {age}; in {days_left:.1f} days ({_when(deadline)}) the API starts "
+            f"{age}; in {days_left:.1f} days ({_when(deadline)}) the API starts "
             "purging jobs the archive has not got; run `jobsync sync`"
         )
     else:
         message = (
-            f"purge risk: {age}, longer than the API keeps jobs ({retention_days} days); jobs "
+            f"{age}, longer than the API keeps jobs ({retention_days} days); jobs "
             f"created from {_when(last_success_at)} to {_when(now - retention)} may already "
             "be purged and lost; run `jobsync sync` now to save the rest"
         )

@@ -110,6 +110,7 @@ class Warehouse:
             connection.execute("SET TimeZone = 'UTC'")
             if not read_only:
                 warehouse._migrate()
+                warehouse._create_views()
             else:
                 warehouse._check_version()
         except BaseException:
@@ -169,6 +170,12 @@ class Warehouse:
                 "INSERT OR REPLACE INTO jobsync_meta VALUES ('schema_version', ?)",
                 [str(SCHEMA_VERSION)],
             )
+
+    def _create_views(self) -> None:
+        """(Re)create the analyst views, so a newer jobsync's views replace an older one's."""
+        with self._transaction():
+            for statement in _statements(schema_text("views.sql")):
+                self.connection.execute(statement)
 
     # -- runs -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import duckdb
 import orjson
 import pyarrow as pa
@@ -17,6 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from moto.server import ThreadedMotoServer
 
 from jobsync.api import ClientSettings, JobsClient
 from jobsync.archive import FILE_NAME, MANIFEST_NAME, archive_warehouse
@@ -292,8 +294,7 @@ def test_an_unwritable_destination_is_a_clear_error(db: Path, tmp_path: Path) ->
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
@@ -303,7 +304,6 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh versioned bucket; the standard AWS variables point at the local server."""
-    boto3 = pytest.importorskip("boto3")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")

@@ -114,7 +114,7 @@ def test_assess_judges_the_latest_success() -> None:
     assert not report.at_risk
     later = assess(health(*runs), T0 + 26 * DAY, retention_days=30, margin_days=7)
     assert later.at_risk
-    assert later.warnings() == [later.purge.message]
+    assert later.warnings() == [f"purge risk: {later.purge.message}"]
     assert later.as_dict()["last_success"]["age_seconds"] == 24 * 86400
 
 
@@ -138,7 +138,9 @@ def test_read_health_reports_runs_flows_rejects_and_pending_work(tmp_path: Path)
         warehouse.begin_run("r1", start_ms)
         warehouse.finish_run("r1", start_ms + 60_000, "succeeded", None, RunCounts())
         warehouse.begin_run("r2", start_ms + 40 * 86_400_000)
-        warehouse.finish_run("r2", start_ms + 40 * 86_400_001, "failed", "boom", RunCounts())
+        warehouse.finish_run(
+            "r2", start_ms + 40 * 86_400_000 + 60_000, "failed", "boom", RunCounts()
+        )
         records = [
             job("a", "f1", "2026-10-01T00:00:00.000Z"),
             job("b", "f1", "2026-10-20T12:00:00.000Z", "running"),
@@ -163,7 +165,8 @@ def test_read_health_reports_runs_flows_rejects_and_pending_work(tmp_path: Path)
     report = assess(found, T0 + 41 * DAY, retention_days=30, margin_days=7)
     assert report.at_risk
     assert len(report.gaps) == 1 and report.gaps[0].next_run.run_id == "r2"
-    assert len(report.warnings()) == 2
+    warnings = report.warnings()
+    assert [w.split(":")[0] for w in warnings] == ["purge risk", "gap"]
 
 
 def test_an_empty_warehouse_is_at_risk(tmp_path: Path) -> None:

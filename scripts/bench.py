@@ -1,0 +1,933 @@
+"""The benchmark of issue 5: how close `jobsync sync` comes to the API's rate limit, how many
+requests it spends, how much memory it needs, what a rerun costs, how fast it ingests, and how
+it compares with the reference's own paging approach, all against the local simulator.
+
+    python scripts/bench.py                # defaults: 200 flows (~300k jobs) and 600 (~900k)
+    python scripts/bench.py --quick        # one run of each figure, no 3x account
+    python scripts/bench.py --json > bench.json
+
+The simulator runs in its own process with the machine's clock as its clock, so the benchmark
+can ask an identical in-process account what the API listed at any moment of a run (ground
+truth). Each sync is the real CLI in a subprocess; its peak RSS comes from wait4(2).
+Progress notes go to stderr; the table (or, with --json, a JSON document) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import duckdb
+import orjson
+import pyarrow as pa
+
+from jobsync.records import normalise_page
+from jobsync.simulator import Account, AccountConfig, JobFilter, ServerOptions, make_app
+from jobsync.simulator.runner import start_site
+from jobsync.store import UNFINISHED_STATUSES, Warehouse
+from jobsync.sync import SyncOptions
+from jobsync.timestamps import now_ms
+
+PAGE_SIZE = 1001  # the API's page cap, and the simulator's
+TOKEN = "bench-token"
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+_PR_SET_PDEATHSIG = 1
+
+
+class BenchError(Exception):
+    """A part of the benchmark could not run (the simulator or a sync failed)."""
+
+
+# -- the simulator, in its own process ---------------------------------------------------------
+
+
+class EpochClock:
+    """The simulator's "now" is the machine's clock, so the benchmark knows it exactly."""
+
+    def now_ms(self) -> int:
+        return now_ms()
+
+
+def _serve_simulator(config: AccountConfig, options: ServerOptions, ready: Connection) -> None:
+    """Process target: build the account, listen on a free port, send the port, serve."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, after Ctrl-C too
+    with contextlib.suppress(OSError, AttributeError):  # die with the parent, even on SIGKILL
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    account = Account(config)
+    asyncio.run(_serve_forever(account, options, ready))
+
+
+async def _serve_forever(account: Account, options: ServerOptions, ready: Connection) -> None:
+    runner, port = await start_site(make_app(account, EpochClock(), options), HOST, 0)
+    try:
+        ready.send(port)
+        ready.close()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+class SimulatorProcess:
+    """`with SimulatorProcess(config, options) as sim:` the API at `sim.url` until the block ends
+    (on an error or Ctrl-C too)."""
+
+    def __init__(self, config: AccountConfig, options: ServerOptions, timeout: float = 300) -> None:
+        self.config = config
+        self.options = options
+        self.timeout = timeout
+        self.url = ""
+        context = multiprocessing.get_context("spawn")
+        self._receive, send = context.Pipe(duplex=False)
+        self._send = send
+        self._process = context.Process(
+            target=_serve_simulator,
+            args=(config, options, send),
+            name="jobsync-bench-simulator",
+            daemon=True,
+        )
+
+    def __enter__(self) -> SimulatorProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> SimulatorProcess:
+        """Start the process and return once the API answers (stopping it on any failure)."""
+        self._process.start()
+        self._send.close()
+        try:
+            port = self._wait_for_port()
+            self.url = f"http://{HOST}:{port}/v1"
+            self._wait_until_answering()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self._receive.poll(0.1):
+                try:
+                    return int(self._receive.recv())
+                except EOFError:
+                    break
+            if not self._process.is_alive():
+                break
+        raise BenchError(f"the simulator did not start (exit code {self._process.exitcode})")
+
+    def _wait_until_answering(self) -> None:
+        request = urllib.request.Request(
+            f"{self.url}/flows", headers={"Authorization": f"Bearer {self.options.token}"}
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"the simulator does not answer at {self.url}: {exc}"
+                    ) from None
+            time.sleep(0.1)
+
+
+# -- one `jobsync sync` subprocess -------------------------------------------------------------
+
+
+@dataclass
+class SyncResult:
+    """One run of the CLI: its JSON summary, and what the OS says it cost."""
+
+    summary: dict[str, Any]
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float
+    started_ms: int
+    ended_ms: int
+
+    @property
+    def jobs(self) -> int:
+        return int(self.summary["jobs_inserted"])
+
+    @property
+    def requests(self) -> int:
+        return int(self.summary["requests"])
+
+    @property
+    def partitions(self) -> int:
+        return int(self.summary["partitions"])
+
+
+def _sync_environment() -> dict[str, str]:
+    """The environment minus any JOBSYNC_* setting of ours, plus the simulator's token."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYNC_")}
+    env["JOBSYNC_API_TOKEN"] = TOKEN
+    return env
+
+
+def run_sync_cli(
+    url: str, db: Path, workdir: Path, extra: list[str], timeout: float = 900
+) -> SyncResult:
+    """Run `python -m jobsync sync --json` to the end and measure it (wall, CPU, peak RSS)."""
+    command = [sys.executable, "-m", "jobsync", "sync", "--api-url", url, "--db", str(db)]
+    command += ["--json", *extra]
+    out_path, err_path = workdir / "sync.out", workdir / "sync.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started_ms = now_ms()
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, stdout=out, stderr=err, env=_sync_environment(), cwd=workdir
+        )
+        try:
+            status, usage = _wait4(process.pid, started + timeout)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        wall = time.perf_counter() - started
+        ended_ms = now_ms()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stdout = out_path.read_text(errors="replace").strip()
+    stderr = err_path.read_text(errors="replace").strip()
+    if process.returncode != 0 or not stdout:
+        tail = "\n".join(stderr.splitlines()[-5:])
+        raise BenchError(f"`jobsync sync` exited {process.returncode}: {tail or stdout}")
+    summary = json.loads(stdout.splitlines()[-1])
+    return SyncResult(
+        summary=summary,
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        max_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        started_ms=started_ms,
+        ended_ms=ended_ms,
+    )
+
+
+def _wait4(pid: int, deadline: float) -> tuple[int, Any]:
+    """Reap `pid` with its own resource usage (RUSAGE_CHILDREN would mix every child's peak)."""
+    while True:
+        reaped, status, usage = os.wait4(pid, os.WNOHANG)
+        if reaped == pid:
+            return status, usage
+        if time.perf_counter() > deadline:
+            raise BenchError(f"`jobsync sync` (pid {pid}) did not finish in time")
+        time.sleep(0.005)
+
+
+def stored_ids(db: Path) -> set[str]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {row[0] for row in con.execute("SELECT id FROM jobs").fetchall()}
+
+
+def unfinished_jobs(db: Path) -> int:
+    """Jobs stored as queued or running: the ones a rerun may fetch one by one."""
+    placeholders = ", ".join("?" for _ in UNFINISHED_STATUSES)
+    with duckdb.connect(str(db), read_only=True) as con:
+        row = con.execute(
+            f"SELECT count(*) FROM jobs WHERE status IN ({placeholders})",
+            list(UNFINISHED_STATUSES),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def listed_throughout(account: Account, start_ms: int, end_ms: int) -> set[str]:
+    """Ids the API listed during all of [start, end]: a run over that span must store each."""
+    ids = set(account.listed_jobs(start_ms))
+    ids.intersection_update(account.listed_jobs(end_ms))
+    return ids
+
+
+# -- the reference's approach, as a baseline ---------------------------------------------------
+
+
+def _iso(ms: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _epoch_ms(text: str) -> int:
+    return round(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+@dataclass
+class ReferenceResult:
+    jobs: list[dict[str, Any]]
+    requests: int
+    throttled: int
+    wall_s: float
+    started_ms: int
+    ended_ms: int
+
+
+class ReferenceCrawl:
+    """What the reference's example does: one flow after another, newest first, the next page
+    asked with `createdAt_lte` = the page's last createdAt minus 1 ms, until a short page."""
+
+    def __init__(self, base_url: str, token: str, page_size: int = PAGE_SIZE) -> None:
+        self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.page_size = page_size
+        self.requests = 0
+        self.throttled = 0
+
+    async def run(self, top_ms: int) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession(headers=self.headers) as session:
+            flows = await self._get(session, "/flows", {})
+            for flow in flows:
+                lte = top_ms
+                while True:
+                    params = {"flow_id": flow["_id"], "createdAt_lte": _iso(lte)}
+                    page = await self._get(session, "/jobs", params)
+                    jobs.extend(page)
+                    if len(page) < self.page_size:
+                        break
+                    lte = _epoch_ms(page[-1]["createdAt"]) - 1
+        return jobs
+
+    async def _get(
+        self, session: aiohttp.ClientSession, path: str, params: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        while True:
+            self.requests += 1
+            async with session.get(self.base_url + path, params=params) as response:
+                if response.status == 429:
+                    self.throttled += 1
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                    continue
+                response.raise_for_status()
+                return orjson.loads(await response.read())
+
+
+def store_reference(jobs: list[dict[str, Any]], db: Path) -> None:
+    """The reference's single insert at the end: every job collected, as one Arrow table."""
+    table = pa.table(
+        {
+            "id": [job.get("_id") for job in jobs],
+            "flow_id": [job.get("_flowId") for job in jobs],
+            "type": [job.get("type") for job in jobs],
+            "status": [job.get("status") for job in jobs],
+            "created_at": [job.get("createdAt") for job in jobs],
+            "raw": [orjson.dumps(job).decode() for job in jobs],
+        }
+    )
+    with duckdb.connect(str(db)) as con:
+        con.register("incoming", table)
+        con.execute(
+            "CREATE TABLE jobs AS SELECT id, flow_id, type, status, "
+            "CAST(created_at AS TIMESTAMPTZ) AS created_at, CAST(raw AS JSON) AS raw "
+            "FROM incoming"
+        )
+
+
+def run_reference(url: str, db: Path) -> ReferenceResult:
+    crawl = ReferenceCrawl(url, TOKEN)
+    started_ms = now_ms()
+    started = time.perf_counter()
+    jobs = asyncio.run(crawl.run(started_ms))
+    store_reference(jobs, db)
+    wall = time.perf_counter() - started
+    return ReferenceResult(jobs, crawl.requests, crawl.throttled, wall, started_ms, now_ms())
+
+
+# -- ingest without a network ------------------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    jobs: int
+    seconds: float
+    decode_s: float
+    normalise_s: float
+    commit_s: float
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.jobs / self.seconds
+
+
+def make_pages(account: Account, at_ms: int, count: int) -> list[bytes]:
+    """Up to `count` full listing pages as the API sends them (JSON bytes), newest first."""
+    pages: list[bytes] = []
+    lte: int | None = None
+    while len(pages) < count:
+        page = account.list_jobs(JobFilter(created_lte=lte), at_ms, PAGE_SIZE)
+        if not page:
+            break
+        pages.append(orjson.dumps(page))
+        lte = _epoch_ms(page[-1]["createdAt"]) - 1  # no job twice: throughput, not completeness
+    return pages
+
+
+def ingest(pages: list[bytes], db: Path, batch_jobs: int) -> IngestResult:
+    """What the sync's writer does with pages, minus the network: decode, normalise, and
+    commit in batches of at least `batch_jobs` jobs, one transaction each."""
+    pages_per_batch = max(1, math.ceil(batch_jobs / PAGE_SIZE))
+    decode = normalise = commit = 0.0
+    jobs = 0
+    with Warehouse.open(db) as warehouse:
+        started = time.perf_counter()
+        for first in range(0, len(pages), pages_per_batch):
+            t0 = time.perf_counter()
+            decoded = [orjson.loads(page) for page in pages[first : first + pages_per_batch]]
+            t1 = time.perf_counter()
+            normalised = [normalise_page(records) for records in decoded]
+            rows = pa.concat_tables([n.rows for n in normalised])
+            rejects = [reject for n in normalised for reject in n.rejects]
+            t2 = time.perf_counter()
+            counts = warehouse.commit_batch(rows, rejects, {}, "bench-ingest", now_ms())
+            t3 = time.perf_counter()
+            decode, normalise, commit = decode + t1 - t0, normalise + t2 - t1, commit + t3 - t2
+            jobs += counts.inserted + counts.updated + counts.unchanged + counts.rejects
+        seconds = time.perf_counter() - started
+    return IngestResult(jobs, seconds, decode, normalise, commit)
+
+
+# -- bookkeeping and output --------------------------------------------------------------------
+
+
+class Budget:
+    """How long each part of the benchmark takes, with notes on stderr as it goes."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.parts: dict[str, float] = {}
+
+    def note(self, text: str) -> None:
+        print(f"[{time.perf_counter() - self.started:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        self.note(f"{name} ...")
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - began
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float | int | None
+    shown: str
+    target: str = ""
+    met: bool | None = None  # None: information, no target
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    figures: list[Figure] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, float] = field(default_factory=dict)
+
+    def add(
+        self,
+        name: str,
+        value: float | int | None,
+        shown: str,
+        target: str = "",
+        met: bool | None = None,
+    ) -> None:
+        self.figures.append(Figure(name, value, shown, target, met))
+
+    def table(self) -> str:
+        rows = [("figure", "value", "target", "met?")]
+        for f in self.figures:
+            met = "" if f.met is None else ("yes" if f.met else "NO")
+            rows.append((f.name, f.shown, f.target, met))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "settings": self.settings,
+            "figures": [asdict(f) for f in self.figures],
+            "details": self.details,
+            "budget_s": {k: round(v, 1) for k, v in self.budget.items()},
+        }
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for package in ("jobsync", "duckdb", "pyarrow", "aiohttp", "orjson"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "?"
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "commit": commit or "?",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+
+class Benchmark:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.budget = Budget()
+        self.start_ms = now_ms()
+        self.sync_flags: list[str] = []
+        if args.sync_rate_limit is not None:
+            self.sync_flags += ["--rate-limit", str(args.sync_rate_limit)]
+        if args.sync_concurrency is not None:
+            self.sync_flags += ["--concurrency", str(args.sync_concurrency)]
+        self.server = ServerOptions(
+            token=TOKEN,
+            page_size=PAGE_SIZE,
+            latency_ms=args.latency_ms,
+            rate_limit=args.rate_limit,
+            seed=args.seed,
+        )
+
+    def account_config(self, flows: int) -> AccountConfig:
+        return AccountConfig(
+            seed=self.args.seed, flows=flows, days=self.args.days, start_ms=self.start_ms
+        )
+
+    def run(self) -> Report:
+        args = self.args
+        report = Report(machine(), self.settings())
+        backfills: list[SyncResult] = []
+        reruns: list[tuple[SyncResult, int]] = []
+        stored: list[set[str]] = []
+        small = self.account_config(args.flows)
+        sim = SimulatorProcess(small, self.server)
+        try:
+            with self.budget.part(f"simulator start ({args.flows} flows)"):
+                sim.start()
+            for run in range(args.runs):
+                db = self.workdir / f"backfill-{run}.duckdb"
+                with self.budget.part("backfill"):
+                    result = run_sync_cli(sim.url, db, self.workdir, self.sync_flags)
+                backfills.append(result)
+                self.budget.note(
+                    f"backfill {run + 1}/{args.runs}: {result.wall_s:.1f} s, "
+                    f"{result.requests} requests, {result.jobs:,} jobs, "
+                    f"{result.max_rss_mb:.0f} MB, {result.cpu_s:.1f} s CPU"
+                )
+                stored.append(stored_ids(db))
+                unfinished = unfinished_jobs(db)
+                with self.budget.part("rerun"):
+                    again = run_sync_cli(sim.url, db, self.workdir, self.sync_flags)
+                reruns.append((again, unfinished))
+                self.budget.note(
+                    f"rerun {run + 1}/{args.runs}: {again.wall_s:.1f} s, {again.requests} "
+                    f"requests, {again.summary['jobs_refreshed']} refreshed "
+                    f"of {unfinished} unfinished"
+                )
+                db.unlink()
+            reference: ReferenceResult | None = None
+            if not args.no_baseline:
+                with self.budget.part("reference baseline"):
+                    reference = run_reference(sim.url, self.workdir / "reference.duckdb")
+                self.budget.note(
+                    f"reference: {reference.wall_s:.1f} s, {reference.requests} requests, "
+                    f"{len(reference.jobs):,} jobs"
+                )
+        finally:
+            sim.stop()
+
+        large: list[SyncResult] = []
+        if not args.quick:
+            big = self.account_config(args.flows_large)
+            sim = SimulatorProcess(big, self.server)
+            try:
+                with self.budget.part(f"simulator start ({args.flows_large} flows)"):
+                    sim.start()
+                for run in range(args.large_runs):
+                    db = self.workdir / f"large-{run}.duckdb"
+                    with self.budget.part("backfill of the 3x account"):
+                        result = run_sync_cli(sim.url, db, self.workdir, self.sync_flags)
+                    large.append(result)
+                    self.budget.note(
+                        f"3x backfill {run + 1}/{args.large_runs}: {result.wall_s:.1f} s, "
+                        f"{result.jobs:,} jobs, {result.max_rss_mb:.0f} MB"
+                    )
+                    db.unlink()
+            finally:
+                sim.stop()
+
+        with self.budget.part("ground truth (in-process account)"):
+            account = Account(small)
+            missed = [
+                len(listed_throughout(account, r.started_ms - 1000, r.ended_ms) - ids)
+                for r, ids in zip(backfills, stored, strict=True)
+            ]
+            reference_missed = None
+            reference_truth = 0
+            if reference is not None:
+                truth = listed_throughout(account, reference.started_ms, reference.ended_ms)
+                reference_truth = len(truth)
+                reference_missed = len(truth - {job["_id"] for job in reference.jobs})
+            del stored
+        ingests: list[IngestResult] = []
+        with self.budget.part("ingest pages (generate)"):
+            pages = make_pages(account, now_ms(), args.ingest_pages)
+        del account
+        batch_jobs = SyncOptions().batch_jobs
+        for run in range(args.runs):
+            db = self.workdir / f"ingest-{run}.duckdb"
+            with self.budget.part("ingest"):
+                ingests.append(ingest(pages, db, batch_jobs))
+            self.budget.note(f"ingest {run + 1}/{args.runs}: {ingests[-1].jobs_per_s:,.0f} jobs/s")
+            db.unlink()
+
+        self.figures(report, backfills, reruns, missed, large, reference, reference_missed, ingests)
+        report.details.update(
+            backfills=[self.sync_detail(r) for r in backfills],
+            reruns=[{**self.sync_detail(r), "unfinished_before": u} for r, u in reruns],
+            large_backfills=[self.sync_detail(r) for r in large],
+            jobsync_missed=missed,
+            ingest=[asdict(i) | {"jobs_per_s": round(i.jobs_per_s)} for i in ingests],
+            ingest_batch_jobs=batch_jobs,
+        )
+        if reference is not None:
+            report.details["reference"] = {
+                "wall_s": round(reference.wall_s, 2),
+                "requests": reference.requests,
+                "throttled": reference.throttled,
+                "jobs": len(reference.jobs),
+                "distinct_jobs": len({job["_id"] for job in reference.jobs}),
+                "ground_truth_jobs": reference_truth,
+                "missed": reference_missed,
+            }
+        report.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        report.budget = dict(self.budget.parts, total=self.budget.total)
+        return report
+
+    def settings(self) -> dict[str, Any]:
+        a = self.args
+        return {
+            "flows": a.flows,
+            "flows_large": None if a.quick else a.flows_large,
+            "days": a.days,
+            "latency_ms": a.latency_ms,
+            "rate_limit": a.rate_limit,
+            "runs": a.runs,
+            "large_runs": 0 if a.quick else a.large_runs,
+            "seed": a.seed,
+            "ingest_pages": a.ingest_pages,
+            "sync_flags": self.sync_flags,
+        }
+
+    @staticmethod
+    def sync_detail(result: SyncResult) -> dict[str, Any]:
+        return {
+            "wall_s": round(result.wall_s, 2),
+            "cpu_s": round(result.cpu_s, 2),
+            "max_rss_mb": round(result.max_rss_mb, 1),
+            "summary": result.summary,
+        }
+
+    def figures(
+        self,
+        report: Report,
+        backfills: list[SyncResult],
+        reruns: list[tuple[SyncResult, int]],
+        missed: list[int],
+        large: list[SyncResult],
+        reference: ReferenceResult | None,
+        reference_missed: int | None,
+        ingests: list[IngestResult],
+    ) -> None:
+        rate = self.args.rate_limit
+        n = len(backfills)
+        of = f" (median of {n})" if n > 1 else ""
+        wall = median([r.wall_s for r in backfills])
+        jobs = int(median([r.jobs for r in backfills]))
+        minimum = math.ceil(jobs / PAGE_SIZE)
+        bound = minimum / rate
+        ratio = median([r.wall_s / (math.ceil(r.jobs / PAGE_SIZE) / rate) for r in backfills])
+        report.add(f"backfill wall time{of}", round(wall, 2), f"{wall:.1f} s ({jobs:,} jobs)")
+        report.add("rate-limit bound ceil(jobs/1001)/rate", round(bound, 2), f"{bound:.1f} s")
+        report.add("backfill / bound", round(ratio, 3), f"{ratio:.2f}", "<= 1.30", ratio <= 1.3)
+
+        requests = int(median([r.requests for r in backfills]))
+        partitions = int(median([r.partitions for r in backfills]))
+        allowed = 1.05 * minimum + partitions
+        report.add(
+            f"backfill requests{of}",
+            requests,
+            f"{requests} (min {minimum}, {partitions} partitions)",
+            f"<= 1.05 x {minimum} + {partitions} = {allowed:.0f}",
+            requests <= allowed,
+        )
+        report.add(
+            "jobs missed by jobsync (worst run)",
+            max(missed),
+            f"{max(missed)}",
+            "0",
+            max(missed) == 0,
+        )
+
+        rss = median([r.max_rss_mb for r in backfills])
+        report.add(
+            f"peak RSS at {jobs / 1000:,.0f}k jobs{of}",
+            round(rss, 1),
+            f"{rss:.0f} MB",
+            "< 300 MB",
+            rss < 300,
+        )
+        if large:
+            big = median([r.max_rss_mb for r in large])
+            big_jobs = int(median([r.jobs for r in large]))
+            growth = big / rss
+            report.add(
+                f"peak RSS at {big_jobs / 1000:,.0f}k jobs",
+                round(big, 1),
+                f"{big:.0f} MB ({growth:.2f}x)",
+                "<= 1.10x the smaller",
+                growth <= 1.10,
+            )
+            big_wall = median([r.wall_s for r in large])
+            big_ratio = big_wall / (math.ceil(big_jobs / PAGE_SIZE) / rate)
+            report.add(
+                "3x backfill wall time / bound",
+                round(big_ratio, 3),
+                f"{big_wall:.1f} s / {big_ratio:.2f}",
+            )
+
+        rerun_wall = median([r.wall_s for r, _ in reruns])
+        rerun_requests = int(median([r.requests for r, _ in reruns]))
+        rerun_partitions = int(median([r.partitions for r, _ in reruns]))
+        unfinished = int(median([u for _, u in reruns]))
+        rerun_allowed = rerun_partitions + unfinished + 1
+        report.add(
+            f"rerun wall time{of}",
+            round(rerun_wall, 2),
+            f"{rerun_wall:.1f} s",
+            "< 3 s",
+            rerun_wall < 3,
+        )
+        report.add(
+            f"rerun requests{of}",
+            rerun_requests,
+            f"{rerun_requests} ({unfinished} unfinished jobs)",
+            f"<= {rerun_partitions} partition(s) + {unfinished} + 1 GET /flows",
+            rerun_requests <= rerun_allowed,
+        )
+        changed = median(
+            [r.summary["jobs_inserted"] + r.summary["jobs_updated"] for r, _ in reruns]
+        )
+        report.add("rerun: jobs new or changed upstream", changed, f"{changed:.0f}")
+
+        throughput = median([i.jobs_per_s for i in ingests])
+        report.add(
+            f"ingest, no network{of}",
+            round(throughput),
+            f"{throughput:,.0f} jobs/s ({ingests[0].jobs:,} jobs)",
+            ">= 100,000 jobs/s",
+            throughput >= 100_000,
+        )
+        if reference is not None:
+            report.add(
+                "reference baseline wall time",
+                round(reference.wall_s, 2),
+                f"{reference.wall_s:.1f} s ({reference.requests} requests)",
+            )
+            report.add("jobs missed by the reference", reference_missed, f"{reference_missed}")
+            speedup = reference.wall_s / wall
+            report.add(
+                "jobsync speed-up over the reference",
+                round(speedup, 2),
+                f"{speedup:.1f}x",
+                ">= 3x",
+                speedup >= 3,
+            )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--flows", type=int, default=200, help="flows of the account (default 200, ~300k jobs)"
+    )
+    parser.add_argument(
+        "--flows-large",
+        type=int,
+        default=600,
+        help="flows of the 3x account for the memory figure (default 600)",
+    )
+    parser.add_argument("--days", type=int, default=35, help="days of history (default 35)")
+    parser.add_argument(
+        "--latency-ms", type=float, default=100, help="simulator latency per request (default 100)"
+    )
+    parser.add_argument(
+        "--rate-limit", type=float, default=25, help="simulator rate limit, requests/s (default 25)"
+    )
+    parser.add_argument(
+        "--runs", type=int, help="runs per figure, reporting the median (default 3; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--large-runs", type=int, default=1, help="backfills of the 3x account (default 1)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one run of each figure and no 3x account"
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the reference's approach")
+    parser.add_argument(
+        "--ingest-pages",
+        type=int,
+        default=300,
+        help="pages of 1001 jobs for the ingest figure (default 300)",
+    )
+    parser.add_argument(
+        "--sync-rate-limit",
+        type=float,
+        help="pass --rate-limit to `jobsync sync` (default: its own)",
+    )
+    parser.add_argument(
+        "--sync-concurrency",
+        type=int,
+        help="pass --concurrency to `jobsync sync` (default: its own)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the synthetic account (default 1)"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="folder for the DuckDB files (default: a temporary one, removed)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON document instead of the table"
+    )
+    args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if (
+        min(args.runs, args.large_runs, args.flows, args.flows_large, args.days, args.ingest_pages)
+        < 1
+    ):
+        parser.error(
+            "--runs, --large-runs, --flows, --flows-large, --days and --ingest-pages must be >= 1"
+        )
+    return args
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    own_workdir = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="jobsync-bench-")) if own_workdir else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        report = Benchmark(args, workdir).run()
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(render(report))
+    return 0
+
+
+def render(report: Report) -> str:
+    m, s = report.machine, report.settings
+    v = m["versions"]
+    lines = [
+        f"jobsync benchmark (issue 5): {s['flows']} flows x {s['days']} days, latency "
+        f"{s['latency_ms']:g} ms, rate limit {s['rate_limit']:g} req/s, "
+        f"{s['runs']} run(s) per figure"
+        + (f", sync flags {' '.join(s['sync_flags'])}" if s["sync_flags"] else ""),
+        f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
+        f"Python {m['python']}, duckdb {v['duckdb']}, pyarrow {v['pyarrow']}, "
+        f"aiohttp {v['aiohttp']}, orjson {v['orjson']}, jobsync {v['jobsync']} @ {m['commit']}",
+        f"load average: {m['load_average_at_start']} at start, {m['load_average_at_end']} at end",
+        "",
+        report.table(),
+        "",
+        "time spent: " + ", ".join(f"{k} {v:.0f} s" for k, v in report.budget.items()),
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
