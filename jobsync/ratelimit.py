@@ -7,8 +7,10 @@ blocks everyone until the Retry-After moment. Each success adds `gain * max(peak
 requests/s, where `peak` is the rate at the last throttle: since successes arrive `rate`
 times a second, the rate regains `gain * peak` per second below the old peak (linear
 recovery, about 0.3 / gain seconds back from a 30 % cut) and grows by `gain` per second
-(exponential probing) above it. Pacing is a token bucket in its virtual-scheduling form
-(GCRA): each request is given the next free send time, with `burst` requests of slack.
+(exponential probing) above it. Until the first 429 it probes faster (`start_gain`, like
+TCP's slow start), so a run reaches the API's limit within seconds of starting. Pacing is a
+token bucket in its virtual-scheduling form (GCRA): each request is given the next free send
+time, with `burst` requests of slack.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class AdaptiveRateLimiter:
         burst: float = 4.0,
         decrease: float = 0.7,
         gain: float = 0.02,
+        start_gain: float = 0.1,
         decrease_interval: float = 1.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -45,6 +48,7 @@ class AdaptiveRateLimiter:
         self.burst = max(1.0, burst)
         self.decrease = decrease
         self.gain = gain
+        self.start_gain = start_gain
         self.decrease_interval = decrease_interval
         self._clock = clock
         self._sleep = sleep
@@ -53,6 +57,7 @@ class AdaptiveRateLimiter:
         self._tat = clock()  # theoretical arrival time of the next request (GCRA)
         self._blocked_until = float("-inf")
         self._last_decrease = float("-inf")
+        self._throttled = False
 
     @property
     def rate(self) -> float:
@@ -87,6 +92,7 @@ class AdaptiveRateLimiter:
     def on_throttled(self, retry_after: float | None) -> None:
         """The API said 429: slow down, and hold every request until `retry_after` passes."""
         now = self._clock()
+        self._throttled = True
         if now - self._last_decrease >= self.decrease_interval:
             self._peak = self._rate
             self._rate = self._clamp(self._rate * self.decrease)
@@ -99,7 +105,8 @@ class AdaptiveRateLimiter:
 
     def on_success(self) -> None:
         """A request went through unthrottled: probe a little faster."""
-        step = self.gain * max(self._peak, self._rate) / self._rate
+        gain = self.gain if self._throttled else self.start_gain
+        step = gain * max(self._peak, self._rate) / self._rate
         self._rate = self._clamp(self._rate + step)
 
     def _clamp(self, rate: float) -> float:

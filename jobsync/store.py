@@ -108,6 +108,9 @@ class Warehouse:
         warehouse = cls(connection, path)
         try:
             connection.execute("SET TimeZone = 'UTC'")
+            # Checkpoints rewrite and recompress `raw`; the default (16 MB of log) made them
+            # the bulk of a backfill's commit time (scripts/bench.py, ingest figure).
+            connection.execute("SET checkpoint_threshold = '256MB'")
             if not read_only:
                 warehouse._migrate()
                 warehouse._create_views()

@@ -177,3 +177,16 @@ def test_probes_upward_without_throttling() -> None:
 def test_rejects_impossible_bounds() -> None:
     with pytest.raises(ValueError):
         AdaptiveRateLimiter(10.0, max_rate=1.0, min_rate=2.0)
+
+
+def test_it_probes_fast_until_the_first_throttle_then_gently() -> None:
+    clock = FakeClock()
+    fresh = limiter(clock, rate=20.0)
+    for _ in range(60):  # under three seconds of successes at 20-26 requests/s
+        fresh.on_success()
+    assert fresh.rate == pytest.approx(26.0), "slow start: +0.1 a success"
+    fresh.on_throttled(1.0)
+    after_throttle = fresh.rate
+    for _ in range(60):
+        fresh.on_success()
+    assert 0 < fresh.rate - after_throttle < 60 * 0.02 * 26.0 / after_throttle + 1e-9
