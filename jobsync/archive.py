@@ -108,7 +108,7 @@ class ArchiveSummary:
     dest: str
     months_written: tuple[str, ...]
     months_unchanged: int
-    months_removed: tuple[str, ...]
+    months_kept: tuple[str, ...]  # in the archive but not in the warehouse: left as they are
     rows_written: int
     seconds: float
 
@@ -116,7 +116,7 @@ class ArchiveSummary:
         return (
             f"archive {self.dest}: months written {len(self.months_written)} "
             f"({self.rows_written:,} rows), unchanged {self.months_unchanged}, "
-            f"removed {len(self.months_removed)}; {self.seconds:.1f} s"
+            f"kept {len(self.months_kept)}; {self.seconds:.1f} s"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -168,13 +168,13 @@ def archive_warehouse(
     started = time.monotonic()
     location = open_location(dest)
     try:
-        written, unchanged, removed, rows = _archive(warehouse, location, batch_rows)
+        written, unchanged, kept, rows = _archive(warehouse, location, batch_rows)
     except duckdb.Error as exc:
         raise JobsyncError(f"cannot read the warehouse to archive it: {exc}") from None
     except (pa.ArrowException, OSError) as exc:
         raise JobsyncError(f"cannot write the archive at {location.shown}: {exc}") from None
     seconds = time.monotonic() - started
-    return ArchiveSummary(location.shown, written, unchanged, removed, rows, seconds)
+    return ArchiveSummary(location.shown, written, unchanged, kept, rows, seconds)
 
 
 def _archive(
@@ -192,6 +192,19 @@ def _archive(
     present = _present_months(location)
     written: list[str] = []
     rows_written = 0
+    # The archive outlives the warehouse: a month is never deleted, and never replaced by one
+    # with fewer rows (jobs are never deleted from `jobs`; fewer rows means another or a
+    # rebuilt warehouse, whose copy would drop jobs the API has long purged).
+    shrinking = sorted(
+        f"{month} ({saved.months[month].rows:,} archived, {source.rows:,} in the warehouse)"
+        for month, source in current.items()
+        if month in saved.months and source.rows < saved.months[month].rows
+    )
+    if shrinking:
+        raise JobsyncError(
+            f"refusing to replace archived months with fewer rows: {', '.join(shrinking)}; "
+            "archive this warehouse to a new destination instead"
+        )
     for month, source in current.items():
         if months.get(month) == source and month in present:
             continue
@@ -199,16 +212,12 @@ def _archive(
         months[month] = source
         _write_manifest(location, Manifest(columns, months))
         written.append(month)
-    removed = sorted((present | set(months)) - set(current))
-    for month in removed:
-        if month in present:
-            location.filesystem.delete_dir(location.month_folder(month))
-        months.pop(month, None)
+    kept = sorted((present | set(months)) - set(current))
     final = Manifest(columns, months)
     if final != saved:
         _write_manifest(location, final)
     unchanged = len(current) - len(written)
-    return tuple(written), unchanged, tuple(removed), rows_written
+    return tuple(written), unchanged, tuple(kept), rows_written
 
 
 def _write_month(

@@ -91,9 +91,13 @@ class _ErrorExit:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> bool:
-        if exc is None or not isinstance(exc, JobsyncError):
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, click.ClickException):
             return False
         if self.verbose:
             traceback.print_exception(exc)
-        click.echo(f"jobsync: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        if isinstance(exc, JobsyncError):
+            click.echo(f"jobsync: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        # Not one of ours: still one line (no traceback without -v), and a failure exit.
+        click.echo(f"jobsync: error: {type(exc).__name__}: {exc} (-v shows where)", err=True)
+        sys.exit(1)

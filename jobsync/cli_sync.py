@@ -22,6 +22,7 @@ from jobsync.sync import SyncOptions, SyncRun, SyncSummary, run_sync
 from jobsync.timestamps import parse_user_time
 
 EXIT_INTERRUPTED = 130
+MAX_FLOW_ID = 1024
 _OUTCOME_EXIT = {"succeeded": 0, "partial": EXIT_PARTIAL, "failed": EXIT_FAILURE}
 
 
@@ -109,6 +110,8 @@ def sync_options(settings: Settings, flags: dict[str, Any]) -> SyncOptions:
         flows += read_flows_file(flags["flows_file"])
     if any(not f.strip() for f in flows):
         raise ConfigError("a flow id is empty")
+    if any(len(f) > MAX_FLOW_ID for f in flows):
+        raise ConfigError(f"a flow id is longer than {MAX_FLOW_ID} characters")
     since = None
     if flags["since"] is not None:
         try:
@@ -120,7 +123,9 @@ def sync_options(settings: Settings, flags: dict[str, Any]) -> SyncOptions:
         since_ms=since,
         overlap_ms=int(settings.overlap.total_seconds() * 1000),
         concurrency=settings.concurrency,
-        max_duration_s=settings.max_duration.total_seconds() if settings.max_duration else None,
+        max_duration_s=(
+            None if settings.max_duration is None else settings.max_duration.total_seconds()
+        ),
         page_size=settings.page_size,
         retention_days=settings.retention_days,
     )

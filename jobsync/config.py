@@ -3,6 +3,7 @@ that every command builds once and passes down; nothing deeper reads `os.environ
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ REGION_URLS = {
     "eu": "https://api.eu.integrator.io/v1",
 }
 DEFAULT_CONFIG_FILE = "jobsync.toml"
+MAX_PAGE_SIZE = 1001  # the most jobs the API returns in one page
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,29 @@ def _positive_int(value: Any) -> int:
 
 def _positive_float(value: Any) -> float:
     number = float(value)
-    if number <= 0:
+    if not math.isfinite(number) or number <= 0:
         raise ValueError(f"must be above 0, got {number}")
     return number
 
 
 def _duration(value: Any) -> timedelta:
-    return value if isinstance(value, timedelta) else parse_duration(str(value))
+    try:
+        duration = value if isinstance(value, timedelta) else parse_duration(str(value))
+    except OverflowError:
+        raise ValueError(f"duration too long: {value!r}") from None
+    if duration <= timedelta(0):
+        raise ValueError(f"must be above 0, got {value!r}")
+    return duration
+
+
+def _page_size(value: Any) -> int:
+    number = _positive_int(value)
+    if number > MAX_PAGE_SIZE:
+        raise ValueError(
+            f"must not exceed the API's page cap ({MAX_PAGE_SIZE}): a larger value would take "
+            f"full pages for last pages and lose jobs; got {number}"
+        )
+    return number
 
 
 def _flag(value: Any) -> bool:
@@ -105,7 +123,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "max_attempts": ("JOBSYNC_MAX_ATTEMPTS", _positive_int),
     "overlap": ("JOBSYNC_OVERLAP", _duration),
     "max_duration": ("JOBSYNC_MAX_DURATION", _duration),
-    "page_size": ("JOBSYNC_PAGE_SIZE", _positive_int),
+    "page_size": ("JOBSYNC_PAGE_SIZE", _page_size),
     "retention_days": ("JOBSYNC_RETENTION_DAYS", _positive_int),
 }
 
@@ -141,10 +159,15 @@ def _read_token(token_file: Path | None, env: Mapping[str, str]) -> ApiToken | N
             raise ConfigError(f"cannot read token file {token_file}: {exc.strerror}") from None
         try:
             return ApiToken(text)
-        except ValueError:
-            raise ConfigError(f"token file {token_file} is empty") from None
+        except ValueError as exc:
+            raise ConfigError(f"token file {token_file}: {exc}") from None
     value = env.get("JOBSYNC_API_TOKEN")
-    return ApiToken(value) if value and value.strip() else None
+    if not value or not value.strip():
+        return None
+    try:
+        return ApiToken(value)
+    except ValueError as exc:
+        raise ConfigError(f"JOBSYNC_API_TOKEN: {exc}") from None
 
 
 def load_settings(

@@ -86,7 +86,7 @@ def widest_query(flow_ids: tuple[str, ...]) -> JobQuery:
         created_at_lte=_ANY_MS,
         status=max(JOB_STATUSES, key=len),
         type=max(JOB_TYPES, key=len),
-        num_success_gte=_MAX_COUNT,
+        num_success_gte=-_MAX_COUNT,
         num_success_lte=_MAX_COUNT,
     )
 
@@ -133,20 +133,33 @@ class Crawler:
             await emit(CrawlPage([], partition.key, cursor=step.then))
             state = step.then
 
-    async def _split(self, query: JobQuery, full_page: list[Any], key: str, emit: Emit) -> None:
+    async def _split(self, query: JobQuery, full_page: list[Any], key: str, emit: Emit) -> set[str]:
         """Fetch every job matching `query` (one millisecond) when a page of it came back full:
-        by type, then status, then single flows, then ranges of numSuccess."""
+        by type, then status, then single flows, then ranges of numSuccess. Returns the ids
+        found; a job of the full page that no sub-filter matched (say, one without a status)
+        fails the partition rather than being lost unnoticed."""
+        moment = format_iso_ms(query.created_at_lte or 0)
         subqueries = self._subqueries(query, full_page)
         if not subqueries:
             raise CrawlError(
-                f"{self.page_size} or more jobs share createdAt "
-                f"{format_iso_ms(query.created_at_lte or 0)} and no filter can tell them apart"
+                f"{self.page_size} or more jobs share createdAt {moment} "
+                "and no filter can tell them apart"
             )
+        found: set[str] = set()
         for sub in subqueries:
             page = await self.source.list_jobs(sub)
             await emit(CrawlPage(page, key))
+            found.update(i for i in job_keys(page)[1] if i is not None)
             if len(page) >= self.page_size:
-                await self._split(sub, page, key, emit)
+                found |= await self._split(sub, page, key, emit)
+        missing = {i for i in job_keys(full_page)[1] if i is not None} - found
+        if missing:
+            raise CrawlError(
+                f"{len(missing)} job(s) at createdAt {moment} match none of the filters that "
+                f"split a full millisecond (e.g. {sorted(missing)[0]}: a missing type, status "
+                "or numSuccess?)"
+            )
+        return found
 
     def _subqueries(self, query: JobQuery, page: list[Any]) -> list[JobQuery]:
         if query.type is None:
@@ -155,7 +168,7 @@ class Crawler:
             return [replace(query, status=v) for v in _values(self.statuses, page, "status")]
         if len(query.flow_ids) > 1:
             return [replace(query, flow_ids=(), flow_id=flow) for flow in query.flow_ids]
-        low = query.num_success_gte or 0
+        low = -_MAX_COUNT if query.num_success_gte is None else query.num_success_gte
         high = _MAX_COUNT if query.num_success_lte is None else query.num_success_lte
         if low >= high:
             return []

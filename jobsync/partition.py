@@ -75,15 +75,17 @@ def plan_windows(
 ) -> list[tuple[int | None, int]]:
     """Cut [lo, hi] into windows of `span_ms`, oldest first, sharing no millisecond.
 
-    Without a lower bound (a first backfill), `open_spans` windows reach back from `hi` and
-    one open window below them takes everything older. Fetching the oldest windows first
+    At most `open_spans` windows reach back from `hi`; one window below them takes everything
+    older (back to `lo`, or without bound for a first backfill), so a far `--since` does not
+    cost a request per day of the past. Fetching the oldest windows first
     secures the jobs nearest their purge when a backfill is interrupted.
     """
     if lo is not None and lo > hi:
         return []
-    if lo is None:
+    floor = hi - open_spans * span_ms + 1
+    if lo is None or lo < floor:  # one window below the last `open_spans` spans
         starts = [hi - k * span_ms + 1 for k in range(open_spans, 0, -1)]
-        windows: list[tuple[int | None, int]] = [(None, starts[0] - 1)]
+        windows: list[tuple[int | None, int]] = [(lo, starts[0] - 1)]
     else:
         starts = list(range(lo, hi + 1, span_ms))
         windows = []

@@ -12,6 +12,9 @@ class ApiToken:
         value = value.strip()
         if not value:
             raise ValueError("the API token is empty")
+        if any(ord(char) < 0x21 or ord(char) == 0x7F for char in value):
+            # Never quote it: the message would carry the secret.
+            raise ValueError("the API token holds spaces, line breaks or control characters")
         self._value = value
 
     def reveal(self) -> str:

@@ -62,10 +62,6 @@ class UpsertCounts:
     unchanged: int = 0
     rejects: int = 0
 
-    def add(self, other: UpsertCounts) -> None:
-        for item in fields(self):
-            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
-
 
 @dataclass
 class RunCounts:
@@ -290,10 +286,15 @@ class Warehouse:
         with self._transaction():
             if rows.num_rows:
                 counts = self._upsert(rows, now, counts)
-            if rejects:
+            if rejects:  # a record rejected before (the overlap re-reads it) is logged once
                 self.connection.executemany(
-                    "INSERT INTO rejects VALUES (?, ?, ?, ?)",
-                    [[r.raw, r.reason, run_id, now] for r in rejects],
+                    """INSERT INTO rejects SELECT $raw, $reason, $run, $now
+                       WHERE NOT EXISTS (
+                           SELECT 1 FROM rejects WHERE raw = $raw AND reason = $reason)""",
+                    [
+                        {"raw": r.raw, "reason": r.reason, "run": run_id, "now": now}
+                        for r in rejects
+                    ],
                 )
             for key, state in cursors.items():
                 if state is None:

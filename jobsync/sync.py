@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from jobsync.crawl import Crawler, CrawlError, CrawlPage, widest_query
 from jobsync.cursor import CursorState, CursorStuck
-from jobsync.errors import ApiError, JobsyncError, Unauthorized
+from jobsync.errors import ApiError, Unauthorized
 from jobsync.partition import DAY_MS, Partition, plan_partitions
 from jobsync.records import JOB_ARROW_SCHEMA, Reject, normalise_page
 from jobsync.store import RunCounts, Warehouse
@@ -119,8 +119,8 @@ class SyncRun:
         except asyncio.CancelledError:
             outcome = "interrupted"
             raise
-        except JobsyncError as exc:
-            self.errors.append(str(exc))
+        except Exception as exc:
+            self.errors.append(str(exc) or type(exc).__name__)
             raise
         finally:
             self._count_requests()
@@ -195,15 +195,27 @@ class SyncRun:
                 with contextlib.suppress(asyncio.CancelledError):
                     await producers
             await self._finish_writer(writer)
-        if outcome == "succeeded" and self.errors:
+        if self.errors:  # a part failed for good: that outweighs a stop by --max-duration
             outcome = "failed"
         return outcome
 
     async def _finish_writer(self, writer: asyncio.Task[None]) -> None:
-        """Let the writer store what is queued, then stop it."""
-        if not writer.done():
-            await self._queue.put(_STOP)
-            await asyncio.shield(writer)
+        """Let the writer store what is queued, then stop it. Waits for the writer even when
+        cancelled again meanwhile: its thread must be out of the connection before the run
+        is logged and the warehouse closed."""
+        stop = asyncio.ensure_future(self._queue.put(_STOP))
+        cancelled = False
+        while not writer.done():
+            try:
+                await asyncio.wait({writer, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if stop.done():
+                    await asyncio.wait({writer})
+            except asyncio.CancelledError:
+                cancelled = True
+        stop.cancel()
+        if cancelled:
+            raise asyncio.CancelledError
+        writer.result()
 
     async def _produce(self, partitions: list[Partition], refresh_ids: list[str]) -> None:
         work: deque[Partition | str] = deque([*partitions, *refresh_ids])

@@ -7,6 +7,9 @@ import re
 from datetime import UTC, datetime, timedelta
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+# A day inside the calendar's ends, so that every moment converts back to a datetime.
+_FIRST_MS = -62_135_596_800_000 + 86_400_000  # 0001-01-02
+_LAST_MS = 253_402_214_400_000  # 9999-12-30
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
@@ -21,7 +24,7 @@ def parse_iso_ms(text: str) -> int:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError(f"timestamp has no timezone: {text!r}")
-    return round(moment.timestamp() * 1000)
+    return _epoch_ms(moment, text)
 
 
 def format_iso_ms(ms: int) -> str:
@@ -41,7 +44,18 @@ def parse_user_time(text: str) -> int:
     moment = datetime.fromisoformat(text.strip())
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
+    return _epoch_ms(moment, text)
+
+
+def _epoch_ms(moment: datetime, text: str) -> int:
+    """Milliseconds since the epoch; ValueError (not OverflowError) at the calendar's ends."""
+    try:
+        ms = round(moment.timestamp() * 1000)
+    except (OverflowError, ValueError):
+        ms = None
+    if ms is None or not _FIRST_MS <= ms <= _LAST_MS:
+        raise ValueError(f"timestamp out of range: {text!r}")
+    return ms
 
 
 def parse_duration(text: str) -> timedelta:

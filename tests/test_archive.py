@@ -248,29 +248,40 @@ def test_leftovers_of_a_killed_write_are_invisible_and_cleaned(db: Path, tmp_pat
     assert not leftover.exists()
 
 
-def test_a_month_left_without_rows_is_removed(tmp_path: Path) -> None:
-    db, dest = tmp_path / "jobs.duckdb", tmp_path / "archive"
+def test_months_the_warehouse_lacks_are_kept_and_none_shrinks(tmp_path: Path) -> None:
+    """A rebuilt warehouse (the API keeps 30 days) must not wipe the archive's history."""
+    old_db, new_db, dest = tmp_path / "old.duckdb", tmp_path / "new.duckdb", tmp_path / "archive"
 
-    def job(job_id: str, created: str, modified: str) -> dict:
+    def job(job_id: str, created: str) -> dict:
         return {"_id": job_id, "type": "flow", "status": "completed", "_flowId": "f1",
-                "createdAt": created, "lastModified": modified}  # fmt: skip
+                "createdAt": created, "lastModified": created}  # fmt: skip
 
-    with Warehouse.open(db) as warehouse:
+    with Warehouse.open(old_db) as warehouse:
         page = normalise_page(
             [
-                job("a", "2026-08-31T23:59:59.999Z", "2026-09-01T00:00:00.000Z"),
-                job("b", "2026-09-01T00:00:00.000Z", "2026-09-01T00:00:00.000Z"),
+                job("a", "2026-08-31T23:59:59.999Z"),
+                job("b", "2026-09-01T00:00:00.000Z"),
+                job("c", "2026-09-02T00:00:00.000Z"),
             ]
         )
         warehouse.commit_batch(page.rows, [], {}, "run-1", now_ms())
-    assert archive(db, str(dest)).months_written == ("2026-08", "2026-09")
-    with Warehouse.open(db) as warehouse:
-        page = normalise_page([job("a", "2026-09-02T00:00:00.000Z", "2026-09-03T00:00:00.000Z")])
-        warehouse.commit_batch(page.rows, [], {}, "run-2", now_ms() + 1000)
-    summary = archive(db, str(dest))
-    assert (summary.months_written, summary.months_removed) == (("2026-09",), ("2026-08",))
-    assert not (dest / "jobs/created_month=2026-08").exists()
-    assert read_with_duckdb(dest)[0].equals(table(db))
+    assert archive(old_db, str(dest)).months_written == ("2026-08", "2026-09")
+    with Warehouse.open(new_db) as warehouse:
+        page = normalise_page([job("c", "2026-09-02T00:00:00.000Z")])
+        warehouse.commit_batch(page.rows, [], {}, "run-2", now_ms())
+    before = month_files(dest)
+    with pytest.raises(JobsyncError, match=r"fewer rows: 2026-09 \(2 archived, 1 in"):
+        archive(new_db, str(dest))
+    assert month_files(dest) == before
+    with Warehouse.open(new_db) as warehouse:
+        page = normalise_page(
+            [job("b", "2026-09-01T00:00:00.000Z"), job("d", "2026-09-03T00:00:00.000Z")]
+        )
+        warehouse.commit_batch(page.rows, [], {}, "run-3", now_ms())
+    summary = archive(new_db, str(dest))
+    assert (summary.months_written, summary.months_kept) == (("2026-09",), ("2026-08",))
+    ids = sorted(read_with_pyarrow(str(dest / "jobs")).column("id").to_pylist())
+    assert ids == ["a", "b", "c", "d"], "August's job stays archived"
 
 
 def test_each_destination_keeps_its_own_state(db: Path, tmp_path: Path) -> None:

@@ -195,3 +195,14 @@ def test_job_keys_skip_records_without_a_position(record: Any) -> None:
     keys, ids = job_keys([record, {"_id": "b", "createdAt": format_iso_ms(BASE)}])
     assert keys == [(BASE, "b")]
     assert ids[1] == "b"
+
+
+def test_negative_counts_are_found_and_unsplittable_jobs_fail_loudly() -> None:
+    jobs = [make_job(i, BASE, "f", success=i % 4 - 1) for i in range(30)]  # counts -1..2
+    source = FakeListing(jobs, page_size=10)
+    pages = crawl_all(source, Partition.fresh("p", ("f",), None, BASE), 10)
+    assert set(fetched_ids(pages)) == {j["_id"] for j in jobs}
+    assert any(q.num_success_lte is not None and q.num_success_lte < 0 for q in source.requests)
+    jobs.append({**make_job(99, BASE, "f"), "status": None})
+    with pytest.raises(CrawlError, match="match none of the filters"):
+        crawl_all(FakeListing(jobs, page_size=10), Partition.fresh("p", ("f",), None, BASE), 10)

@@ -100,3 +100,11 @@ def test_since_overrides_where_flows_stopped() -> None:
         line_length=line_length,
     )
     assert parts[0].window_gte == 8 * DAY_MS and len(parts) == 3
+
+
+def test_a_far_lower_bound_gets_one_window_below_the_recent_spans() -> None:
+    hi = 20_000 * DAY_MS
+    windows = plan_windows(0, hi, DAY_MS, 31)
+    assert len(windows) == 32
+    assert windows[0] == (0, hi - 31 * DAY_MS)
+    assert windows[1][0] == hi - 31 * DAY_MS + 1

@@ -196,3 +196,10 @@ def test_reopening_keeps_everything(tmp_path: Path) -> None:
 
 def test_locked_is_a_warehouse_error() -> None:
     assert issubclass(WarehouseLocked, WarehouseError)
+
+
+def test_a_record_rejected_again_is_logged_once(warehouse: Warehouse) -> None:
+    bad = job("c", numSuccess="many")
+    commit(warehouse, [bad])
+    commit(warehouse, [bad])
+    assert rows(warehouse, "SELECT count(*) FROM rejects") == [(1,)]

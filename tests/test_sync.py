@@ -177,3 +177,24 @@ def test_selected_flows_only(tmp_path: Path) -> None:
         assert summary.outcome == "succeeded"
         expected = {i: j for i, j in truth(sim).items() if j.get("_flowId") in flows}
         assert stored(db) == expected
+
+
+def test_a_failing_writer_ends_the_run_with_its_error_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "jobs.duckdb"
+    real_commit = Warehouse.commit_batch
+    calls = []
+
+    def failing_commit(self: Warehouse, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real_commit(self, *args)
+
+    monkeypatch.setattr(Warehouse, "commit_batch", failing_commit)
+    with simulator(page_size=50, days=10) as sim, pytest.raises(OSError, match="No space"):
+        sync(sim, db, concurrency=4, queue_pages=2, batch_jobs=50)
+    with duckdb.connect(str(db), read_only=True) as con:
+        outcome, error = con.execute("SELECT outcome, error FROM sync_runs").fetchone()
+    assert outcome == "failed" and "No space left" in error
