@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from jobsync.api import JobsClient, client_settings
-from jobsync.archive import ArchiveSummary, archive_warehouse
+from jobsync.archive import archive_warehouse
 from jobsync.cli_options import api_options, build_settings, exit_on_error, verbosity_options
 from jobsync.config import Settings
 from jobsync.errors import EXIT_FAILURE, EXIT_PARTIAL, ConfigError
@@ -93,13 +93,16 @@ def sync(**flags: Any) -> None:
         settings = build_settings(flags)
         options = sync_options(settings, flags)
         try:
-            summary, archived = asyncio.run(sync_with_progress(settings, options, quiet))
+            summary = asyncio.run(sync_with_progress(settings, options, quiet))
         except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM
             click.echo("jobsync: interrupted; what was fetched is kept, rerun to go on", err=True)
             sys.exit(EXIT_INTERRUPTED)
     report(summary, flags["as_json"], quiet)
-    if archived is not None and not quiet and not flags["as_json"]:
-        click.echo(archived.line())
+    if settings.parquet is not None:  # what is committed, even after a partial or failed run
+        with exit_on_error(verbose), Warehouse.open(settings.db, read_only=True) as warehouse:
+            archived = archive_warehouse(warehouse, settings.parquet)
+        if not quiet and not flags["as_json"]:
+            click.echo(archived.line())
     sys.exit(_OUTCOME_EXIT.get(summary.outcome, EXIT_FAILURE))
 
 
@@ -141,11 +144,8 @@ def read_flows_file(path: Path) -> list[str]:
     return [flow for flow in flows if flow]
 
 
-async def sync_with_progress(
-    settings: Settings, options: SyncOptions, quiet: bool
-) -> tuple[SyncSummary, ArchiveSummary | None]:
-    """Open the warehouse and the client, run the sync, draw progress on a terminal; then
-    archive to Parquet what is committed (even after a partial run) when asked to."""
+async def sync_with_progress(settings: Settings, options: SyncOptions, quiet: bool) -> SyncSummary:
+    """Open the warehouse and the client, run the sync, draw progress on a terminal."""
     with Warehouse.open(settings.db) as warehouse:
         async with JobsClient(client_settings(settings)) as client:
             progress: ProgressLine | None = None
@@ -159,14 +159,10 @@ async def sync_with_progress(
                     progress.start()
 
             try:
-                summary = await run_sync(client, warehouse, options, on_start=show)
+                return await run_sync(client, warehouse, options, on_start=show)
             finally:
                 if progress is not None:
                     await progress.stop()
-        archived = None
-        if settings.parquet is not None:
-            archived = await asyncio.to_thread(archive_warehouse, warehouse, settings.parquet)
-        return summary, archived
 
 
 def _progress_text(run: SyncRun, rate: float) -> str:

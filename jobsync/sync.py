@@ -135,7 +135,12 @@ class SyncRun:
         # The API's clock, not ours, bounds the windows: a skewed local clock must not
         # move the next run's lower bound past jobs it has not read.
         until = self.client.server_now_ms() or self.clock()
-        flows = self.options.flow_ids or listed
+        planned = self.warehouse.planned_through()
+        # A flow deleted since the last run is no longer listed, but the API still lists its
+        # jobs until they purge: keep reading flows planned within the retention.
+        recent = until - self.options.retention_days * DAY_MS
+        known = tuple(sorted(f for f, through in planned.items() if through >= recent))
+        flows = self.options.flow_ids or tuple(sorted(set(listed) | set(known)))
         unknown = sorted(set(flows) - set(listed))
         if unknown and self.options.flow_ids:
             log.warning(
@@ -149,7 +154,7 @@ class SyncRun:
         new = plan_partitions(
             self.run_id,
             flows,
-            self.warehouse.planned_through(),
+            planned,
             until=until,
             since=self.options.since_ms,
             overlap_ms=self.options.overlap_ms,

@@ -182,3 +182,17 @@ def test_flows_file_with_comments(slow_sim: SimulatorServer, tmp_path: Path) -> 
     with duckdb.connect(str(db), read_only=True) as con:
         got = {r[0] for r in con.execute("SELECT DISTINCT flow_id FROM jobs").fetchall()}
     assert got == set(flows)
+
+
+def test_sync_parquet_archives_what_it_committed(slow_sim: SimulatorServer, tmp_path: Path) -> None:
+    db, dest = tmp_path / "j.duckdb", tmp_path / "archive"
+    result = run(*sync_args(slow_sim, db, "--parquet", str(dest)))
+    assert result.returncode == 0, result.stderr
+    assert "archive" in result.stdout and "months written" in result.stdout
+    with duckdb.connect(str(db), read_only=True) as con:
+        warehouse = con.execute("SELECT id, raw::VARCHAR FROM jobs ORDER BY id").fetchall()
+        parquet = con.execute(
+            f"SELECT id, raw FROM read_parquet('{dest}/jobs/*/*.parquet', hive_partitioning=true) "
+            "ORDER BY id"
+        ).fetchall()
+    assert parquet == warehouse and len(warehouse) > 0

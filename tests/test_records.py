@@ -730,7 +730,7 @@ def validator() -> jsonschema.Draft202012Validator:
     schema = json.loads(schema_text("job.schema.json"))
     jsonschema.Draft202012Validator.check_schema(schema)
     formats = jsonschema.FormatChecker()
-    formats.checks("date-time", raises=ValueError)(parse_iso_ms)
+    formats.checks("date-time", raises=ValueError)(lambda text: parse_iso_ms(text) is not None)
     return jsonschema.Draft202012Validator(schema, format_checker=formats)
 
 

@@ -198,3 +198,22 @@ def test_a_failing_writer_ends_the_run_with_its_error_instead_of_hanging(
     with duckdb.connect(str(db), read_only=True) as con:
         outcome, error = con.execute("SELECT outcome, error FROM sync_runs").fetchone()
     assert outcome == "failed" and "No space left" in error
+
+
+def test_a_flow_deleted_since_the_last_run_is_still_read_until_its_jobs_purge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "jobs.duckdb"
+    with simulator(days=3) as sim:
+        assert sync(sim, db).outcome == "succeeded"
+        gone = sim.account.flows()[0]["_id"]
+        real_list_flows = JobsClient.list_flows
+
+        async def without_gone(self: JobsClient) -> list[Any]:
+            return [f for f in await real_list_flows(self) if f["_id"] != gone]
+
+        monkeypatch.setattr(JobsClient, "list_flows", without_gone)
+        sim.clock.advance(DAY)
+        assert sync(sim, db).outcome == "succeeded"
+        assert_warehouse_matches(db, sim, set(truth(sim)))
+        assert any(job.get("_flowId") == gone for job in truth(sim).values())
