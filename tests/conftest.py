@@ -7,13 +7,19 @@ the test ends. `simulator` is the default one, with a ManualClock at the account
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jobsync.api import ClientSettings, JobsClient
+from jobsync.secret import ApiToken
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
+from jobsync.store import Warehouse
+from jobsync.sync import SyncOptions, SyncSummary, run_sync
 
 SIM_TOKEN = "test-token"
 SMALL_ACCOUNT = {"flows": 6, "days": 35}
@@ -59,3 +65,39 @@ def simulator(
 ) -> SimulatorServer:
     """The simulated API over `sim_account`, token "test-token", clock at the account's start."""
     return make_simulator(account=sim_account)
+
+
+def sync_into(
+    sim: SimulatorServer, db: Path, token: str | None = None, **options: Any
+) -> SyncSummary:
+    """One real sync of the simulator into the DuckDB file `db`, in this process; `options`
+    are SyncOptions fields (the page size follows the simulator's unless given)."""
+    options.setdefault("page_size", sim.options.page_size)
+    settings = ClientSettings(
+        base_url=sim.url,
+        token=ApiToken(token or sim.options.token),
+        rate_limit=500,
+        max_retry_time=60,
+    )
+
+    async def go() -> SyncSummary:
+        async with JobsClient(settings) as client:
+            with Warehouse.open(db) as warehouse:
+                return await run_sync(client, warehouse, SyncOptions(**options))
+
+    return asyncio.run(go())
+
+
+class FakeClock:
+    """Time that passes only when something sleeps, so backoff and pacing cost no real time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 from aioresponses import aioresponses as _aioresponses
+from conftest import FakeClock
 
 from jobsync.api import ClientSettings, JobsClient, check_base_url, client_settings
 from jobsync.config import Settings
@@ -55,21 +56,6 @@ class aioresponses(_aioresponses):
     def add(self, url: Any, method: str = "GET", *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("response_class", _CompatResponse)
         super().add(url, method, *args, **kwargs)
-
-
-class FakeClock:
-    """Time that passes only when the client sleeps, so backoff costs no real time."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def make_client(clock: FakeClock, base: str = BASE, **overrides: Any) -> JobsClient:

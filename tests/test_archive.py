@@ -3,7 +3,6 @@ a local S3-compatible server (moto), read back with DuckDB and pyarrow."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -18,16 +17,14 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from conftest import sync_into
 from moto.server import ThreadedMotoServer
 
-from jobsync.api import ClientSettings, JobsClient
 from jobsync.archive import FILE_NAME, MANIFEST_NAME, archive_warehouse
 from jobsync.errors import JobsyncError
 from jobsync.records import normalise_page
-from jobsync.secret import ApiToken
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
 from jobsync.store import Warehouse
-from jobsync.sync import SyncOptions, run_sync
 from jobsync.timestamps import format_iso_ms, now_ms, parse_iso_ms
 
 TOKEN = "test-token"
@@ -42,17 +39,8 @@ MONTHS = ("2026-10", "2026-11")
 
 
 def sync(sim: SimulatorServer, db: Path) -> None:
-    settings = ClientSettings(
-        base_url=sim.url, token=ApiToken(TOKEN), rate_limit=500, max_retry_time=60
-    )
-
-    async def go() -> None:
-        async with JobsClient(settings) as client:
-            with Warehouse.open(db) as warehouse:
-                summary = await run_sync(client, warehouse, SyncOptions())
-        assert summary.outcome == "succeeded", summary.errors
-
-    asyncio.run(go())
+    summary = sync_into(sim, db)
+    assert summary.outcome == "succeeded", summary.errors
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ warehouse; and the operations examples in scripts/, parsed by the real commands.
 from __future__ import annotations
 
 import ast
-import asyncio
 import csv
 import io
 import json
@@ -21,16 +20,13 @@ import click
 import duckdb
 import pytest
 from click.testing import CliRunner, Result
+from conftest import sync_into
 
-from jobsync.api import ClientSettings, JobsClient
 from jobsync.cli_archive import archive, query, status
 from jobsync.cli_sync import sync as sync_command
 from jobsync.render import result_table
-from jobsync.schema_files import schema_text
-from jobsync.secret import ApiToken
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
 from jobsync.store import Warehouse
-from jobsync.sync import SyncOptions, run_sync
 from jobsync.timestamps import parse_iso_ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,21 +40,8 @@ FLOW_RUNS = "SELECT id, status, num_success, created_at FROM jobs WHERE type = '
 def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("cli") / "jobs.duckdb"
     with SimulatorServer(Account(AccountConfig(**ACCOUNT)), ServerOptions(TOKEN)) as sim:
-        settings = ClientSettings(
-            base_url=sim.url, token=ApiToken(TOKEN), rate_limit=500, max_retry_time=60
-        )
-
-        async def go() -> None:
-            async with JobsClient(settings) as client:
-                with Warehouse.open(db) as warehouse:
-                    summary = await run_sync(client, warehouse, SyncOptions())
-            assert summary.outcome == "succeeded", summary.errors
-
-        asyncio.run(go())
-    with Warehouse.open(db) as warehouse:
-        for statement in re.sub(r"--[^\n]*", "", schema_text("views.sql")).split(";"):
-            if statement.strip():
-                warehouse.connection.execute(statement)
+        summary = sync_into(sim, db)
+    assert summary.outcome == "succeeded", summary.errors
     return db
 
 

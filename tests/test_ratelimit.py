@@ -6,23 +6,9 @@ import asyncio
 import itertools
 
 import pytest
+from conftest import FakeClock
 
 from jobsync.ratelimit import AdaptiveRateLimiter
-
-
-class FakeClock:
-    """A clock that moves only when something sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def limiter(clock: FakeClock, rate: float = 10.0, **kwargs: float) -> AdaptiveRateLimiter:

@@ -3,7 +3,6 @@ several simulated nights, and the warehouse compared with the simulator's ground
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -13,13 +12,13 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
+from conftest import sync_into
 
-from jobsync.api import ClientSettings, JobsClient
+from jobsync.api import JobsClient
 from jobsync.errors import Unauthorized
-from jobsync.secret import ApiToken
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
 from jobsync.store import Warehouse
-from jobsync.sync import SyncOptions, SyncSummary, run_sync
+from jobsync.sync import SyncSummary
 
 TOKEN = "test-token"
 DAY = timedelta(days=1)
@@ -36,17 +35,7 @@ def simulator(page_size: int = 1001, **knobs: Any) -> Iterator[SimulatorServer]:
 
 
 def sync(sim: SimulatorServer, db: Path, token: str = TOKEN, **options: Any) -> SyncSummary:
-    options.setdefault("page_size", sim.options.page_size)
-    settings = ClientSettings(
-        base_url=sim.url, token=ApiToken(token), rate_limit=500, max_retry_time=60
-    )
-
-    async def go() -> SyncSummary:
-        async with JobsClient(settings) as client:
-            with Warehouse.open(db) as warehouse:
-                return await run_sync(client, warehouse, SyncOptions(**options))
-
-    return asyncio.run(go())
+    return sync_into(sim, db, token, **options)
 
 
 def stored(db: Path) -> dict[str, dict[str, Any]]:

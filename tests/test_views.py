@@ -4,7 +4,6 @@ schemas shipped inside the wheel."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import statistics
@@ -20,15 +19,13 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
+from conftest import sync_into
 
-from jobsync.api import ClientSettings, JobsClient
 from jobsync.archive import archive_warehouse
 from jobsync.records import normalise_page
 from jobsync.schema_files import schema_path, schema_text
-from jobsync.secret import ApiToken
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
 from jobsync.store import Warehouse
-from jobsync.sync import SyncOptions, run_sync
 from jobsync.timestamps import now_ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,19 +109,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("views") / "jobs.duckdb"
     account = Account(AccountConfig(flows=6, days=35, start_ms=now_ms() // 60_000 * 60_000))
     with SimulatorServer(account, ServerOptions(TOKEN)) as sim:
-        settings = ClientSettings(
-            base_url=sim.url, token=ApiToken(TOKEN), rate_limit=500, max_retry_time=60
-        )
-
-        async def go() -> None:
-            async with JobsClient(settings) as client:
-                with Warehouse.open(db) as warehouse:
-                    summary = await run_sync(client, warehouse, SyncOptions())
-            assert summary.outcome == "succeeded", summary.errors
-
-        asyncio.run(go())
-    with Warehouse.open(db) as warehouse:
-        create_views(warehouse)
+        summary = sync_into(sim, db)
+    assert summary.outcome == "succeeded", summary.errors
     return db
 
 
