@@ -14,7 +14,7 @@ from jobsync.api import ClientSettings, JobsClient
 from jobsync.errors import ConfigError, WarehouseError
 from jobsync.secret import ApiToken
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer, WallClock
-from jobsync.store import Warehouse
+from jobsync.store import SYNC_MEMORY_LIMIT, Warehouse
 from jobsync.sync import SyncOptions, SyncSummary, run_sync
 from jobsync.timestamps import now_ms
 
@@ -66,7 +66,7 @@ def run_demo(db: Path, flows: int, days: int, seed: int) -> DemoResult:
     options = ServerOptions(token=token)
     with SimulatorServer(account, options, clock=WallClock(config.start_ms)) as server:
         settings = ClientSettings(base_url=server.url, token=ApiToken(token), rate_limit=500)
-        with Warehouse.open(db) as warehouse:
+        with Warehouse.open(db, memory_limit=SYNC_MEMORY_LIMIT) as warehouse:
             summary = asyncio.run(_sync(settings, warehouse))
             warehouse.connection.execute(_MARK_DEMO)
             answers = []

@@ -16,8 +16,9 @@ text, in `rejects`) rather than a silent NULL, and every field, known or not, su
   is refused (seconds or milliseconds?), and so is a timestamp without a timezone;
 - `flow_job_id` is `_flowJobId`, or `_parentJobId` when the record has no `_flowJobId`.
 
-Work is done column by column (a list per column, then one `pa.array`), with no object per
-row: this is the sync's hot path.
+This is the sync's hot path. A page whose records all plainly follow the rules (the common
+case) is converted by Arrow's C++ converters in one go; any other page takes the checking
+path, column by column, which finds each bad value and says why. Both give the same rows.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ import re
 import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from jobsync.timestamps import parse_iso_ms
+from jobsync.timestamps import FIRST_MS, LAST_MS, parse_iso_ms
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -40,6 +43,12 @@ _DIGITS = re.compile(r"[+-]?[0-9]+")
 _MAX_SHOWN = 80
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 _NONE = type(None)
+# The API's own spelling of a moment, with every field in range: Arrow's cast and
+# `parse_iso_ms` read such a text alike (other spellings take the checking path).
+_PLAIN_ISO = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](\.[0-9]{1,3})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
 
 
 class _Invalid(ValueError):
@@ -202,6 +211,15 @@ _FIELDS: tuple[tuple[str, str, _Kind], ...] = (
 _REQUIRED = frozenset({"_id", "createdAt"})
 _PARENT_JOB = "_parentJobId"
 
+_COUNT_KEYS = tuple(key for _, key, kind in _FIELDS if kind is _COUNT)
+_INT_OR_NULL = frozenset({int, _NONE})
+_PLAIN_STRUCT = pa.struct(
+    [
+        *((key, pa.string() if kind is _TIME else kind.arrow) for _, key, kind in _FIELDS),
+        (_PARENT_JOB, pa.string()),
+    ]
+)
+
 JOB_COLUMNS: tuple[str, ...] = (*(column for column, _, _ in _FIELDS), "raw")
 _FLOW_JOB_AT = JOB_COLUMNS.index("flow_job_id")
 _MODIFIED_AT = JOB_COLUMNS.index("last_modified")
@@ -243,6 +261,12 @@ def normalise_page(records: list[Any]) -> NormalisedPage:
     Within the page, records that share an `_id` collapse to one row: the one with the
     latest `lastModified` (a missing one counts as oldest); on a tie, the later in the page.
     """
+    plain = _plain_page(records)
+    return plain if plain is not None else _checked_page(records)
+
+
+def _checked_page(records: list[Any]) -> NormalisedPage:
+    """The checking path: every value against its rule, one column at a time."""
     rejected: list[tuple[int, Reject]] = []
     jobs, raws, positions = _objects(records, rejected)
     problems: dict[int, list[str]] = {}
@@ -269,6 +293,67 @@ def normalise_page(records: list[Any]) -> NormalisedPage:
         count=len(records),
         duplicates=len(jobs) - len(problems) - len(ids),
     )
+
+
+def _plain_page(records: list[Any]) -> NormalisedPage | None:
+    """The page converted by Arrow in one go, or None unless every record plainly follows
+    the rules: objects, unique ids, JSON-writable, counts that are ints, timestamps in the
+    API's own spelling. Never accepts what the checking path would refuse."""
+    if not all(type(record) is dict for record in records):
+        return None
+    # Arrow truncates fractional floats into int64 fields: counts must be ints (or null).
+    for key in _COUNT_KEYS:
+        if not set(map(type, map(dict.get, records, repeat(key)))) <= _INT_OR_NULL:
+            return None
+    try:
+        raws = [orjson.dumps(record) for record in records]
+        struct = pa.array(records, type=_PLAIN_STRUCT)
+    except (TypeError, ValueError, OverflowError, pa.ArrowException):
+        return None
+    ids = struct.field("_id")
+    if ids.null_count or struct.field("createdAt").null_count:
+        return None
+    if len(ids) and (pc.min(pc.utf8_length(ids)).as_py() == 0 or _distinct(ids) != len(ids)):
+        return None
+    arrays: list[pa.Array] = []
+    for column, key, kind in _FIELDS:
+        values = struct.field(key)
+        if kind is _TIME:
+            values = _plain_timestamps(values)
+            if values is None:
+                return None
+        elif column == "flow_job_id":
+            values = pc.coalesce(values, struct.field(_PARENT_JOB))
+        arrays.append(values)
+    arrays.append(pa.array(raws, type=pa.binary()).cast(pa.string()))
+    return NormalisedPage(
+        rows=pa.Table.from_arrays(arrays, schema=JOB_ARROW_SCHEMA),
+        ids=ids.to_pylist(),
+        rejects=[],
+        count=len(records),
+        duplicates=0,
+    )
+
+
+def _distinct(values: pa.Array) -> int:
+    return pc.count_distinct(values).as_py()
+
+
+def _plain_timestamps(texts: pa.Array) -> pa.Array | None:
+    """UTC milliseconds of ISO texts in the API's spelling, or None when any text is spelled
+    otherwise or falls outside the range `parse_iso_ms` accepts."""
+    if texts.null_count == len(texts):
+        return pa.nulls(len(texts), type=_TIMESTAMP)
+    if not pc.all(pc.match_substring_regex(texts, _PLAIN_ISO)).as_py():
+        return None
+    try:
+        moments = texts.cast(_TIMESTAMP)
+    except pa.ArrowException:
+        return None  # a day the month does not have
+    first, last = pc.min_max(moments.cast(pa.int64())).values()
+    if first.as_py() < FIRST_MS or last.as_py() > LAST_MS:
+        return None
+    return moments
 
 
 def normalise_job(record: Any) -> dict[str, Any] | Reject:

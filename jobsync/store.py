@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jobsync.cursor import CursorState
 from jobsync.errors import WarehouseError, WarehouseLocked
@@ -22,35 +24,51 @@ from jobsync.records import JOB_COLUMNS, Reject
 from jobsync.schema_files import schema_text
 from jobsync.timestamps import ms_to_datetime
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# version -> statements that bring a file of the version before it there, run before and
+# after schemas/warehouse.sql (which creates what is missing).
+_MIGRATE_BEFORE = {2: ("ALTER TABLE jobs RENAME TO jobs_v1",)}
+_MIGRATE_AFTER = {2: ("INSERT INTO jobs SELECT * FROM jobs_v1", "DROP TABLE jobs_v1")}
 UNFINISHED_STATUSES = ("queued", "running")
+# DuckDB's buffers for a sync's connection: what it writes spills to disk beyond this, so the
+# sync's memory does not grow with the warehouse (scripts/bench.py, peak RSS figure).
+SYNC_MEMORY_LIMIT = "32MB"
 
 _DATA_COLUMNS = ", ".join(JOB_COLUMNS)
 _UPDATE_SET = ", ".join(f"{c} = b.{c}" for c in JOB_COLUMNS if c != "id")
 
-# One batch, de-duplicated by id (latest lastModified wins), classified against `jobs`.
-# A stored row is replaced only when the record differs and is not older.
-_CLASSIFY = f"""
-CREATE OR REPLACE TEMP TABLE batch AS
-SELECT b.*,
-       CASE WHEN j.id IS NULL THEN 'insert'
-            WHEN j.raw::VARCHAR <> b.raw
-                 AND coalesce(b.last_modified >= j.last_modified, TRUE) THEN 'update'
-            ELSE 'same' END AS action
-FROM (
-    SELECT {_DATA_COLUMNS} FROM incoming
-    QUALIFY row_number() OVER (PARTITION BY id ORDER BY last_modified DESC NULLS LAST) = 1
-) AS b
-LEFT JOIN jobs AS j ON j.id = b.id
+# A batch (`incoming`, ids unique) is upserted in steps that keep DuckDB's memory small: the
+# stored ids it holds, each with whether its record differs (compared by hash, so the join
+# holds no records) and is not older; then inserts of the rest and updates of the changed.
+_STORED = """
+CREATE OR REPLACE TEMP TABLE stored AS
+SELECT b.id,
+       hash(j.raw::VARCHAR) <> b.raw_hash
+       AND coalesce(b.last_modified >= j.last_modified, TRUE) AS changed
+FROM (SELECT id, hash(raw) AS raw_hash, last_modified FROM incoming) AS b
+JOIN jobs AS j ON j.id = b.id
 """
-_INSERT = f"""
+_OLDEST = -(2**63)
+_ANY_STORED = "SELECT EXISTS (SELECT 1 FROM jobs WHERE id IN (SELECT id FROM incoming))"
+_INSERT_ALL = f"""
 INSERT INTO jobs ({_DATA_COLUMNS}, first_seen_at, last_synced_at)
-SELECT {_DATA_COLUMNS}, $now, $now FROM batch WHERE action = 'insert'
+SELECT {_DATA_COLUMNS}, $now, $now FROM incoming
 """
-_UPDATE = f"""
+_INSERT_NEW = _INSERT_ALL + " WHERE id NOT IN (SELECT id FROM stored)"
+_UPDATE_CHANGED = f"""
 UPDATE jobs SET {_UPDATE_SET}, last_synced_at = $now
-FROM batch AS b WHERE jobs.id = b.id AND b.action = 'update'
+FROM incoming AS b
+WHERE jobs.id = b.id AND b.id IN (SELECT id FROM stored WHERE changed)
 """
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A stored job that has not ended (as last seen)."""
+
+    job_id: str
+    flow_id: str | None
+    created_ms: int
 
 
 @dataclass
@@ -86,17 +104,22 @@ class Warehouse:
     def __init__(self, connection: duckdb.DuckDBPyConnection, path: Path) -> None:
         self.connection = connection
         self.path = path
+        self._batches: duckdb.DuckDBPyConnection | None = None
 
     @classmethod
-    def open(cls, path: Path, *, read_only: bool = False) -> Warehouse:
-        """Open (or create) the warehouse and bring its schema to the current version."""
+    def open(
+        cls, path: Path, *, read_only: bool = False, memory_limit: str | None = None
+    ) -> Warehouse:
+        """Open (or create) the warehouse and bring its schema to the current version.
+        `memory_limit` caps DuckDB's buffers (e.g. "64MB"; it spills to disk beyond)."""
         path = Path(path)
         if read_only and not path.exists():
             raise WarehouseError(f"no warehouse at {path}: run `jobsync sync` first")
         if not read_only and not path.parent.exists():
             raise WarehouseError(f"cannot create {path}: folder {path.parent} does not exist")
         try:
-            connection = duckdb.connect(str(path), read_only=read_only)
+            config = {} if memory_limit is None else {"memory_limit": memory_limit}
+            connection = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             raise _open_error(path, exc) from None
         except duckdb.Error as exc:
@@ -118,6 +141,8 @@ class Warehouse:
         return warehouse
 
     def close(self) -> None:
+        if self._batches is not None:
+            self._batches.close()
         self.connection.close()
 
     def __enter__(self) -> Warehouse:
@@ -130,14 +155,16 @@ class Warehouse:
 
     def schema_version(self) -> int | None:
         """The version recorded in the file, or None for a file jobsync never wrote."""
-        exists = self.connection.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'jobsync_meta'"
-        ).fetchone()
+        exists = _first_row(
+            self.connection.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'jobsync_meta'"
+            )
+        )
         if not exists or not exists[0]:
             return None
-        row = self.connection.execute(
-            "SELECT value FROM jobsync_meta WHERE key = 'schema_version'"
-        ).fetchone()
+        row = _first_row(
+            self.connection.execute("SELECT value FROM jobsync_meta WHERE key = 'schema_version'")
+        )
         return int(row[0]) if row else None
 
     def _check_version(self) -> int | None:
@@ -154,21 +181,38 @@ class Warehouse:
         if version == SCHEMA_VERSION:
             return
         if version is None:
-            user_tables = self.connection.execute(
-                "SELECT count(*) FROM information_schema.tables"
-            ).fetchone()
+            user_tables = _first_row(
+                self.connection.execute("SELECT count(*) FROM information_schema.tables")
+            )
             if user_tables and user_tables[0]:
                 raise WarehouseError(
                     f"{self.path} is a DuckDB database that jobsync did not create; "
                     "refusing to write into it"
                 )
+        steps = range((version or SCHEMA_VERSION) + 1, SCHEMA_VERSION + 1)
         with self._transaction():
-            for statement in _statements(schema_text("warehouse.sql")):
-                self.connection.execute(statement)
+            if steps:
+                self._drop_views()  # they name the tables a migration replaces
+            for step in steps:
+                self._execute_all(_MIGRATE_BEFORE.get(step, ()))
+            self._execute_all(_statements(schema_text("warehouse.sql")))
+            for step in steps:
+                self._execute_all(_MIGRATE_AFTER.get(step, ()))
             self.connection.execute(
                 "INSERT OR REPLACE INTO jobsync_meta VALUES ('schema_version', ?)",
                 [str(SCHEMA_VERSION)],
             )
+
+    def _execute_all(self, statements: tuple[str, ...] | list[str]) -> None:
+        for statement in statements:
+            self.connection.execute(statement)
+
+    def _drop_views(self) -> None:
+        views = self.connection.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary"
+        ).fetchall()
+        for (name,) in views:
+            self.connection.execute(f'DROP VIEW "{name}"')
 
     def _create_views(self) -> None:
         """(Re)create the analyst views, so a newer jobsync's views replace an older one's."""
@@ -182,9 +226,11 @@ class Warehouse:
         """Log a new run; runs left 'running' by a killed process become 'interrupted'.
         Returns how many such runs there were."""
         with self._transaction():
-            stale = self.connection.execute(
-                "UPDATE sync_runs SET outcome = 'interrupted' WHERE outcome = 'running'"
-            ).fetchone()
+            stale = _first_row(
+                self.connection.execute(
+                    "UPDATE sync_runs SET outcome = 'interrupted' WHERE outcome = 'running'"
+                )
+            )
             self.connection.execute(
                 "INSERT INTO sync_runs (run_id, started_at, outcome) VALUES (?, ?, 'running')",
                 [run_id, ms_to_datetime(started_at_ms)],
@@ -251,12 +297,12 @@ class Warehouse:
                     [[flow, ms_to_datetime(ms)] for flow, ms in planned_through.items()],
                 )
 
-    def jobs_to_refresh(self, flow_ids: list[str]) -> list[str]:
+    def jobs_to_refresh(self, flow_ids: list[str]) -> list[Unfinished]:
         """Unfinished jobs of these flows (or of no known flow) that no pending partition will
-        list again, oldest first: these must be fetched one by one to learn how they ended."""
+        list again, oldest first: these must be fetched again to learn how they ended."""
         placeholders = ", ".join("?" for _ in UNFINISHED_STATUSES)
         rows = self.connection.execute(
-            f"""SELECT j.id FROM jobs AS j
+            f"""SELECT j.id, j.flow_id, epoch_ms(j.created_at) FROM jobs AS j
                 WHERE j.status IN ({placeholders})
                   AND (j.flow_id IS NULL OR list_contains(?, j.flow_id))
                   AND NOT EXISTS (
@@ -267,7 +313,18 @@ class Warehouse:
                 ORDER BY j.created_at""",
             [*UNFINISHED_STATUSES, flow_ids],
         ).fetchall()
-        return [row[0] for row in rows]
+        return [Unfinished(job_id, flow_id, int(created)) for job_id, flow_id, created in rows]
+
+    def count_jobs(self, flow_ids: tuple[str, ...], gte_ms: int, lte_ms: int) -> int:
+        """Stored jobs of these flows created within [gte, lte]: what listing them costs."""
+        row = _first_row(
+            self.connection.execute(
+                """SELECT count(*) FROM jobs WHERE list_contains(?, flow_id)
+               AND created_at BETWEEN ? AND ?""",
+                [list(flow_ids), ms_to_datetime(gte_ms), ms_to_datetime(lte_ms)],
+            )
+        )
+        return int(row[0]) if row else 0
 
     # -- data -----------------------------------------------------------------------------
 
@@ -281,49 +338,11 @@ class Warehouse:
     ) -> UpsertCounts:
         """Upsert `rows`, log `rejects` and move partition cursors (None: the partition is
         finished and its row goes) in one transaction."""
-        counts = UpsertCounts(rejects=len(rejects))
-        now = ms_to_datetime(now_ms)
-        with self._transaction():
-            if rows.num_rows:
-                counts = self._upsert(rows, now, counts)
-            if rejects:  # a record rejected before (the overlap re-reads it) is logged once
-                self.connection.executemany(
-                    """INSERT INTO rejects SELECT $raw, $reason, $run, $now
-                       WHERE NOT EXISTS (
-                           SELECT 1 FROM rejects WHERE raw = $raw AND reason = $reason)""",
-                    [
-                        {"raw": r.raw, "reason": r.reason, "run": run_id, "now": now}
-                        for r in rejects
-                    ],
-                )
-            for key, state in cursors.items():
-                if state is None:
-                    self.connection.execute("DELETE FROM sync_partitions WHERE key = ?", [key])
-                else:
-                    self.connection.execute(
-                        "UPDATE sync_partitions SET cursor_lte = ?, cursor_seen = ? WHERE key = ?",
-                        [ms_to_datetime(state.lte), sorted(state.seen), key],
-                    )
-        return counts
-
-    def _upsert(self, rows: pa.Table, now: Any, counts: UpsertCounts) -> UpsertCounts:
-        self.connection.register("incoming", rows)
-        try:
-            self.connection.execute(_CLASSIFY)
-        finally:
-            self.connection.unregister("incoming")
-        tally = dict(
-            self.connection.execute("SELECT action, count(*) FROM batch GROUP BY action").fetchall()
-        )
-        if tally.get("insert"):
-            self.connection.execute(_INSERT, {"now": now})
-        if tally.get("update"):
-            self.connection.execute(_UPDATE, {"now": now})
-        self.connection.execute("DROP TABLE batch")
-        counts.inserted += tally.get("insert", 0)
-        counts.updated += tally.get("update", 0)
-        counts.unchanged += tally.get("same", 0)
-        return counts
+        if self._batches is None:
+            # Its own connection: a result left unread on the main one (by a caller) would
+            # make DuckDB refuse to register the batch.
+            self._batches = self.connection.cursor()
+        return _commit(self._batches, rows, rejects, cursors, run_id, ms_to_datetime(now_ms))
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.connection)
@@ -340,6 +359,100 @@ class _Transaction:
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         self.connection.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _commit(
+    con: duckdb.DuckDBPyConnection,
+    rows: pa.Table,
+    rejects: list[Reject],
+    cursors: dict[str, CursorState | None],
+    run_id: str,
+    now: datetime,
+) -> UpsertCounts:
+    counts = UpsertCounts(rejects=len(rejects))
+    # registered outside the transaction, so that a failed statement's error is the one
+    # raised (unregistering inside an aborted transaction fails too, and hides it)
+    con.register("incoming", _unique_by_id(rows))
+    try:
+        with _Transaction(con):
+            if rows.num_rows:
+                _upsert(con, now, counts)
+            _log_rejects(con, rejects, run_id, now)
+            _move_cursors(con, cursors)
+    finally:
+        con.unregister("incoming")
+    return counts
+
+
+def _upsert(con: duckdb.DuckDBPyConnection, now: datetime, counts: UpsertCounts) -> None:
+    """Insert what is new and update what changed among the registered `incoming`."""
+    if not _scalar(con, _ANY_STORED):  # a backfill's every batch
+        counts.inserted += _scalar(con, _INSERT_ALL, {"now": now})
+        return
+    con.execute(_STORED)
+    stored, changed = _first_row(
+        con.execute("SELECT count(*), count(*) FILTER (WHERE changed) FROM stored")
+    ) or (0, 0)
+    counts.inserted += _scalar(con, _INSERT_NEW, {"now": now})
+    if changed:
+        con.execute(_UPDATE_CHANGED, {"now": now})
+    counts.updated += changed
+    counts.unchanged += stored - changed
+    con.execute("DROP TABLE stored")
+
+
+def _log_rejects(
+    con: duckdb.DuckDBPyConnection, rejects: list[Reject], run_id: str, now: datetime
+) -> None:
+    """A record rejected before (the overlap re-reads it) is logged once."""
+    if not rejects:
+        return
+    con.executemany(
+        """INSERT INTO rejects SELECT $raw, $reason, $run, $now
+           WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE raw = $raw AND reason = $reason)""",
+        [{"raw": r.raw, "reason": r.reason, "run": run_id, "now": now} for r in rejects],
+    )
+
+
+def _move_cursors(con: duckdb.DuckDBPyConnection, cursors: dict[str, CursorState | None]) -> None:
+    for key, state in cursors.items():
+        if state is None:
+            con.execute("DELETE FROM sync_partitions WHERE key = ?", [key])
+        else:
+            con.execute(
+                "UPDATE sync_partitions SET cursor_lte = ?, cursor_seen = ? WHERE key = ?",
+                [ms_to_datetime(state.lte), sorted(state.seen), key],
+            )
+
+
+def _scalar(
+    con: duckdb.DuckDBPyConnection, sql: str, parameters: dict[str, Any] | None = None
+) -> Any:
+    row = _first_row(con.execute(sql, parameters))
+    return row[0] if row else None
+
+
+def _first_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row, reading the result to its end: DuckDB refuses some calls (register)
+    while a result is left unfinished."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
+def _unique_by_id(rows: pa.Table) -> pa.Table:
+    """One row per id: the latest `last_modified` (a missing one is the oldest), the later
+    row on a tie. Pages are unique already; a batch repeats an id when a refresh and a
+    listing both brought it."""
+    ids = rows.column("id")
+    if pc.count_distinct(ids).as_py() == rows.num_rows:
+        return rows
+    modified = pc.fill_null(rows.column("last_modified").cast(pa.int64()), _OLDEST).to_pylist()
+    best: dict[str, int] = {}
+    for index, job_id in enumerate(ids.to_pylist()):
+        held = best.get(job_id)
+        if held is None or modified[held] <= modified[index]:
+            best[job_id] = index
+    return rows.take(pa.array(sorted(best.values()), type=pa.int64()))
 
 
 def _statements(sql: str) -> list[str]:

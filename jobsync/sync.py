@@ -14,19 +14,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from jobsync.crawl import Crawler, CrawlError, CrawlPage, widest_query
-from jobsync.cursor import CursorState, CursorStuck
+from jobsync.cursor import CursorStuck
 from jobsync.errors import ApiError, Unauthorized
-from jobsync.partition import DAY_MS, Partition, plan_partitions
-from jobsync.records import JOB_ARROW_SCHEMA, Reject, normalise_page
+from jobsync.partition import DAY_MS, Partition, pack_flow_batches, plan_partitions
+from jobsync.records import normalise_page
+from jobsync.refresh import plan_refresh
 from jobsync.store import RunCounts, Warehouse
 from jobsync.timestamps import format_iso_ms, now_ms
+from jobsync.writer import BatchWriter, PageToStore
 
 log = logging.getLogger("jobsync.sync")
-
-_STOP = object()
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class SyncOptions:
     retention_days: int = 30
     window_ms: int = DAY_MS
     batch_jobs: int = 20_000
-    queue_pages: int = 32
+    queue_pages: int = 8
 
 
 @dataclass
@@ -103,7 +101,10 @@ class SyncRun:
         self.counts = RunCounts()
         self.progress = SyncProgress()
         self.errors: list[str] = []
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=options.queue_pages)
+        self._refresh_targets: dict[str, set[str]] = {}
+        self._writer = BatchWriter(
+            warehouse, self.run_id, clock, options.batch_jobs, options.queue_pages
+        )
         self._crawler = Crawler(client, options.page_size)
 
     async def run(self) -> SyncSummary:
@@ -124,6 +125,7 @@ class SyncRun:
             raise
         finally:
             self._count_requests()
+            self._count_writes()
             error = "; ".join(self.errors[:5]) or None
             self.warehouse.finish_run(self.run_id, self.clock(), outcome, error, self.counts)
         return SyncSummary(
@@ -151,6 +153,10 @@ class SyncRun:
         self.counts.flows = len(flows)
         selected = set(flows)
         pending = [p for p in self.warehouse.pending_partitions() if selected & set(p.flow_ids)]
+
+        def line_length(batch: tuple[str, ...]) -> int:
+            return int(self.client.request_line_length(widest_query(batch)))
+
         new = plan_partitions(
             self.run_id,
             flows,
@@ -158,22 +164,34 @@ class SyncRun:
             until=until,
             since=self.options.since_ms,
             overlap_ms=self.options.overlap_ms,
-            line_length=lambda batch: self.client.request_line_length(widest_query(batch)),
+            line_length=line_length,
             span_ms=self.options.window_ms,
             open_spans=self.options.retention_days + 1,
         )
         self.warehouse.save_plan(self.run_id, new, dict.fromkeys(flows, until))
         partitions = sorted(pending + new, key=lambda p: (p.window_lte, p.key))
-        self.counts.partitions = len(partitions)
-        self.progress.partitions_total = len(partitions)
+        refresh = plan_refresh(
+            self.warehouse.jobs_to_refresh(list(flows)),
+            lambda flows: pack_flow_batches(flows, line_length),
+            self.warehouse.count_jobs,
+            self.options.page_size,
+            self.run_id,
+        )
+        self._refresh_targets = refresh.targets
         log.info(
-            "%d flows: %d partitions (%d resumed), newest window ends %s",
+            "%d flows: %d partitions (%d resumed), newest window ends %s; unfinished jobs: "
+            "%d listings and %d to fetch one by one",
             len(flows),
             len(partitions),
             len(pending),
             format_iso_ms(until),
+            len(refresh.listings),
+            len(refresh.job_ids),
         )
-        return partitions, self.warehouse.jobs_to_refresh(list(flows))
+        partitions += refresh.listings
+        self.counts.partitions = len(partitions)
+        self.progress.partitions_total = len(partitions)
+        return partitions, refresh.job_ids
 
     async def _listed_flows(self) -> tuple[str, ...]:
         flows = await self.client.list_flows()
@@ -181,7 +199,7 @@ class SyncRun:
         return tuple(sorted(i for i in ids if isinstance(i, str) and i))
 
     async def _crawl_and_write(self, partitions: list[Partition], refresh_ids: list[str]) -> str:
-        writer = asyncio.create_task(self._write())
+        writer = asyncio.create_task(self._writer.run())
         producers = asyncio.create_task(self._produce(partitions, refresh_ids))
         outcome = "succeeded"
         try:
@@ -199,28 +217,10 @@ class SyncRun:
                 producers.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await producers
-            await self._finish_writer(writer)
+            await self._writer.finish(writer)
         if self.errors:  # a part failed for good: that outweighs a stop by --max-duration
             outcome = "failed"
         return outcome
-
-    async def _finish_writer(self, writer: asyncio.Task[None]) -> None:
-        """Let the writer store what is queued, then stop it. Waits for the writer even when
-        cancelled again meanwhile: its thread must be out of the connection before the run
-        is logged and the warehouse closed."""
-        stop = asyncio.ensure_future(self._queue.put(_STOP))
-        cancelled = False
-        while not writer.done():
-            try:
-                await asyncio.wait({writer, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if stop.done():
-                    await asyncio.wait({writer})
-            except asyncio.CancelledError:
-                cancelled = True
-        stop.cancel()
-        if cancelled:
-            raise asyncio.CancelledError
-        writer.result()
 
     async def _produce(self, partitions: list[Partition], refresh_ids: list[str]) -> None:
         work: deque[Partition | str] = deque([*partitions, *refresh_ids])
@@ -248,42 +248,28 @@ class SyncRun:
                 log.error("%s", self.errors[-1])
 
     async def _emit(self, page: CrawlPage) -> None:
-        await self._queue.put(page)
+        # Normalised here, on the loop, while the writer's thread is inside DuckDB: the
+        # queue then holds compact Arrow rows rather than dicts.
+        normalised = normalise_page(page.records)
+        targets = self._refresh_targets.get(page.partition_key or "")
+        if targets:
+            found = targets.intersection(normalised.ids)
+            targets -= found
+            self.counts.jobs_refreshed += len(found)
+        await self._writer.put(
+            PageToStore(normalised, page.partition_key, page.cursor, page.finished)
+        )
+        totals = self._writer.totals
+        self.progress.pages, self.progress.jobs = totals.pages, totals.jobs
 
-    async def _write(self) -> None:
-        """The single writer: drains the queue in batches, one transaction each."""
-        stop = False
-        while not stop:
-            pages = [await self._queue.get()]
-            jobs = len(pages[0].records) if pages[0] is not _STOP else 0
-            while jobs < self.options.batch_jobs and not self._queue.empty():
-                pages.append(self._queue.get_nowait())
-                jobs += len(pages[-1].records) if pages[-1] is not _STOP else 0
-            if pages[-1] is _STOP:
-                stop = True
-                pages.pop()
-            if pages:
-                await asyncio.to_thread(self._commit, pages)
-
-    def _commit(self, pages: list[CrawlPage]) -> None:
-        tables: list[pa.Table] = []
-        rejects: list[Reject] = []
-        cursors: dict[str, CursorState | None] = {}
-        for page in pages:
-            normalised = normalise_page(page.records)
-            tables.append(normalised.rows)
-            rejects.extend(normalised.rejects)
-            if page.partition_key is not None and (page.finished or page.cursor is not None):
-                cursors[page.partition_key] = None if page.finished else page.cursor
-        rows = pa.concat_tables(tables) if tables else JOB_ARROW_SCHEMA.empty_table()
-        counts = self.warehouse.commit_batch(rows, rejects, cursors, self.run_id, self.clock())
-        self.counts.jobs_inserted += counts.inserted
-        self.counts.jobs_updated += counts.updated
-        self.counts.jobs_unchanged += counts.unchanged
-        self.counts.rejects += counts.rejects
-        self.counts.pages += sum(1 for page in pages if page.records)
-        self.progress.pages = self.counts.pages
-        self.progress.jobs += rows.num_rows + counts.rejects
+    def _count_writes(self) -> None:
+        totals = self._writer.totals
+        self.counts.jobs_inserted = totals.counts.inserted
+        self.counts.jobs_updated = totals.counts.updated
+        self.counts.jobs_unchanged = totals.counts.unchanged
+        self.counts.rejects = totals.counts.rejects
+        self.counts.pages = totals.pages
+        self.progress.pages, self.progress.jobs = totals.pages, totals.jobs
 
     def _count_requests(self) -> None:
         stats = self.client.stats

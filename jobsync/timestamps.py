@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 # A day inside the calendar's ends, so that every moment converts back to a datetime.
-_FIRST_MS = -62_135_596_800_000 + 86_400_000  # 0001-01-02
-_LAST_MS = 253_402_214_400_000  # 9999-12-30
+FIRST_MS = -62_135_596_800_000 + 86_400_000  # 0001-01-02
+LAST_MS = 253_402_214_400_000  # 9999-12-30
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
@@ -53,7 +53,7 @@ def _epoch_ms(moment: datetime, text: str) -> int:
         ms = round(moment.timestamp() * 1000)
     except (OverflowError, ValueError):
         ms = None
-    if ms is None or not _FIRST_MS <= ms <= _LAST_MS:
+    if ms is None or not FIRST_MS <= ms <= LAST_MS:
         raise ValueError(f"timestamp out of range: {text!r}")
     return ms
 

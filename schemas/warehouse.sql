@@ -1,4 +1,4 @@
--- jobsync warehouse, schema version 1.
+-- jobsync warehouse, schema version 2.
 -- The single source of truth for the tables; jobsync/store.py loads this file.
 -- Timestamps are TIMESTAMPTZ (UTC); counts BIGINT; `raw` is the record exactly as the API sent it.
 
@@ -8,8 +8,10 @@ CREATE TABLE IF NOT EXISTS jobsync_meta (
 );
 
 -- One row per job the API ever listed; rows stay after the API purges the job.
+-- `id` is unique: jobsync's single writer upserts by id. It is not a PRIMARY KEY (v1 had
+-- one), whose index DuckDB holds in memory whole: the sync's memory would grow with the file.
 CREATE TABLE IF NOT EXISTS jobs (
-    id                      VARCHAR PRIMARY KEY,
+    id                      VARCHAR NOT NULL,
     type                    VARCHAR,
     status                  VARCHAR,
     integration_id          VARCHAR,

@@ -21,6 +21,8 @@ from jobsync.records import (
     JOB_COLUMNS,
     NormalisedPage,
     Reject,
+    _checked_page,
+    _plain_page,
     normalise_job,
     normalise_page,
 )
@@ -684,6 +686,44 @@ def test_a_page_gives_what_its_records_give_one_by_one(records: list[Any]) -> No
     assert page.rows.to_pylist() == [s for s in singles if isinstance(s, dict)]
     assert page.rejects == [s for s in singles if isinstance(s, Reject)]
     assert page.duplicates == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(valid_records().map(lambda case: case[0]) | any_records, max_size=8))
+def test_the_plain_path_gives_exactly_what_the_checking_path_gives(records: list[Any]) -> None:
+    plain = _plain_page(records)
+    if plain is not None:
+        checked = _checked_page(records)
+        assert plain.rows.equals(checked.rows)
+        assert (plain.ids, plain.rejects, plain.duplicates) == (checked.ids, [], 0)
+
+
+def test_pages_in_the_api_spelling_take_the_plain_path() -> None:
+    records = [
+        {**JOB, "_id": f"job{n}", "createdAt": "2024-01-15T11:00:00.5+01:00"} for n in range(3)
+    ]
+    records.append({"_id": "child", "createdAt": JOB["createdAt"], "_parentJobId": "job0"})
+    plain = _plain_page(records)
+    assert plain is not None
+    assert plain.rows.equals(_checked_page(records).rows)
+    assert plain.rows.column("flow_job_id").to_pylist()[-1] == "job0"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"numSuccess": 5.5},
+        {"numSuccess": 5.0},
+        {"createdAt": "2024-02-30T10:00:00Z"},
+        {"createdAt": "2024-01-15 10:00:00Z"},
+        {"endedAt": "2024-01-15T10:00:00.123456Z"},
+        {"endedAt": "9999-12-31T00:00:01Z"},
+        {"_id": ""},
+    ],
+)
+def test_anything_unusual_takes_the_checking_path(changes: dict[str, Any]) -> None:
+    assert _plain_page([{**JOB, **changes}]) is None
+    assert _plain_page([JOB, JOB]) is None  # duplicate ids
 
 
 @settings(max_examples=300, deadline=None)

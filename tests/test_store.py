@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from jobsync.cursor import CursorState
 from jobsync.errors import WarehouseError, WarehouseLocked
 from jobsync.partition import Partition
 from jobsync.records import JOB_COLUMNS, Reject, normalise_page
-from jobsync.store import SCHEMA_VERSION, RunCounts, Warehouse
+from jobsync.schema_files import schema_text
+from jobsync.store import SCHEMA_VERSION, RunCounts, Unfinished, Warehouse
 from jobsync.timestamps import format_iso_ms
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -126,11 +128,14 @@ def test_unfinished_jobs_outside_pending_windows_need_a_refresh(warehouse: Wareh
     created = T0 - 60_000
     commit(warehouse, [job("run", "running"), job("queued", "queued"), job("done")])
     commit(warehouse, [job("other", "running", _flowId="f9")])
-    assert set(warehouse.jobs_to_refresh(["f1", "f9"])) == {"run", "queued", "other"}
-    assert set(warehouse.jobs_to_refresh(["f9"])) == {"other"}, "only the selected flows"
+    assert {u.job_id for u in warehouse.jobs_to_refresh(["f1", "f9"])} == {"run", "queued", "other"}
+    assert warehouse.jobs_to_refresh(["f9"]) == [Unfinished("other", "f9", created)]
     covering = Partition("p", ("f1",), created - 1, T0, CursorState(created))
     warehouse.save_plan("run-2", [covering], {})
-    assert warehouse.jobs_to_refresh(["f1", "f9"]) == ["other"]
+    assert [u.job_id for u in warehouse.jobs_to_refresh(["f1", "f9"])] == ["other"]
+    assert warehouse.count_jobs(("f1",), created, created) == 3
+    assert warehouse.count_jobs(("f1", "f9"), created, T0) == 4
+    assert warehouse.count_jobs(("f1",), created + 1, T0) == 0
 
 
 def test_runs_are_logged_and_a_killed_run_is_marked_interrupted(warehouse: Warehouse) -> None:
@@ -203,3 +208,45 @@ def test_a_record_rejected_again_is_logged_once(warehouse: Warehouse) -> None:
     commit(warehouse, [bad])
     commit(warehouse, [bad])
     assert rows(warehouse, "SELECT count(*) FROM rejects") == [(1,)]
+
+
+def test_a_batch_repeating_an_id_keeps_the_latest_once(warehouse: Warehouse) -> None:
+    newer = job("a", "completed", modified=T0 + 1000)
+    older = job("a", "running", modified=T0)
+    pages = [normalise_page([record]).rows for record in (newer, older, job("b"))]
+    counts = warehouse.commit_batch(pa.concat_tables(pages), [], {}, "run-1", T0)
+    assert (counts.inserted, counts.updated, counts.unchanged) == (2, 0, 0)
+    assert rows(warehouse, "SELECT id, status FROM jobs ORDER BY id") == [
+        ("a", "completed"),
+        ("b", "completed"),
+    ]
+
+
+def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.duckdb"
+    v1 = schema_text("warehouse.sql").replace(
+        "id                      VARCHAR NOT NULL,", "id                      VARCHAR PRIMARY KEY,"
+    )
+    assert "id                      VARCHAR PRIMARY KEY," in v1
+    with Warehouse.open(path) as wh:
+        commit(wh, [job("a"), job("b")])
+    con = duckdb.connect(str(path))
+    before = con.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+    con.execute("DROP VIEW job_metrics; DROP VIEW flow_daily; DROP VIEW flow_job_trees")
+    con.execute("ALTER TABLE jobs RENAME TO jobs_now")
+    jobs_v1 = v1.split("CREATE TABLE IF NOT EXISTS jobs (")[1].split(");")[0]
+    con.execute(f"CREATE TABLE jobs ({jobs_v1})")
+    con.execute("INSERT INTO jobs SELECT * FROM jobs_now; DROP TABLE jobs_now")
+    con.execute("UPDATE jobsync_meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with Warehouse.open(path) as wh:
+        assert wh.schema_version() == SCHEMA_VERSION == 2
+        assert rows(wh, "SELECT * FROM jobs ORDER BY id") == before
+        assert rows(wh, "SELECT count(*) FROM job_metrics") == [(2,)]
+        constraints = rows(
+            wh,
+            "SELECT count(*) FROM duckdb_constraints() "
+            "WHERE table_name = 'jobs' AND constraint_type = 'PRIMARY KEY'",
+        )
+        assert constraints == [(0,)]
+        commit(wh, [job("c")])
