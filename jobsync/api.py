@@ -29,6 +29,7 @@ from yarl import URL
 
 from jobsync import __version__
 from jobsync.config import Settings
+from jobsync.dialect import DEFAULT_DIALECT, Dialect, dialect_named
 from jobsync.errors import (
     ConfigError,
     Conflict,
@@ -58,7 +59,7 @@ class ClientSettings:
 
     base_url: str
     token: ApiToken
-    filter_names: str = "reference"
+    dialect: str = DEFAULT_DIALECT
     allow_insecure: bool = False
     max_in_flight: int = 8
     rate_limit: float = 20.0
@@ -73,7 +74,7 @@ def client_settings(settings: Settings) -> ClientSettings:
     return ClientSettings(
         base_url=settings.api_url,
         token=settings.require_token(),
-        filter_names=settings.filter_names,
+        dialect=settings.dialect,
         allow_insecure=settings.insecure,
         max_in_flight=settings.concurrency,
         rate_limit=settings.rate_limit,
@@ -168,6 +169,7 @@ class JobsClient:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
+        self.dialect: Dialect = dialect_named(settings.dialect)
         self._base = URL(check_base_url(settings.base_url, settings.allow_insecure))
         self._session = session
         self._own_session = session is None
@@ -209,7 +211,7 @@ class JobsClient:
 
     async def list_jobs(self, query: JobQuery) -> list[Any]:
         """One page of jobs, newest first; items as the API sent them (a later stage vets them)."""
-        answer = await self._call("GET", "/jobs", query.query_string(self.settings.filter_names))
+        answer = await self._call("GET", "/jobs", query.query_string(self.dialect))
         return answer.value
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
@@ -219,7 +221,16 @@ class JobsClient:
 
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a flow job; InvalidOperation for export/import jobs, Conflict if finished."""
-        answer = await self._call("DELETE", f"/jobs/{_segment(job_id)}", expect=dict)
+        method, path = self.dialect.cancel
+        answer = await self._call(method, path.format(id=_segment(job_id)), expect=dict)
+        return answer.value
+
+    async def token_info(self) -> dict[str, Any] | None:
+        """What the API says about the token (`GET /tokenInfo`), or None in a dialect that has
+        no such endpoint. Unauthorized when the token is rejected."""
+        if self.dialect.token_info_path is None:
+            return None
+        answer = await self._call("GET", self.dialect.token_info_path, expect=dict)
         return answer.value
 
     async def list_flows(self) -> list[Any]:
@@ -240,7 +251,7 @@ class JobsClient:
     def request_line_length(self, query: JobQuery) -> int:
         """Bytes of the request line `list_jobs(query)` sends (the API refuses over 8 KB)."""
         path = f"{self._base.raw_path.rstrip('/')}/jobs"
-        return request_line_length(path, query, self.settings.filter_names)
+        return request_line_length(path, query, self.dialect)
 
     def server_now_ms(self) -> int | None:
         """The API's clock (from the last response's `Date`, moved on by ours since), or None

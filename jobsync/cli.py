@@ -6,6 +6,7 @@ import click
 
 from jobsync import __version__
 from jobsync.cli_archive import archive, query, status
+from jobsync.cli_check import check
 from jobsync.cli_demo import demo
 from jobsync.cli_jobs import jobs
 from jobsync.cli_simulate import simulate
@@ -23,7 +24,7 @@ def cli() -> None:
     """
 
 
-for command in (sync, archive, query, status, demo, jobs, simulate):
+for command in (sync, check, archive, query, status, demo, jobs, simulate):
     cli.add_command(command)
 
 

@@ -10,6 +10,7 @@ import click
 from jobsync.cli_options import exit_on_error
 from jobsync.cli_sync import configure_logging
 from jobsync.demo import run_demo
+from jobsync.dialect import DEFAULT_DIALECT, DIALECT_NAMES
 from jobsync.render import result_table
 
 
@@ -36,8 +37,15 @@ from jobsync.render import result_table
     help="Days of history before now.",
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the account.")
+@click.option(
+    "--dialect",
+    type=click.Choice(DIALECT_NAMES),
+    default=DEFAULT_DIALECT,
+    show_default=True,
+    help="The API dialect the simulator speaks and the sync talks.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Say more; show tracebacks on errors.")
-def demo(db: Path, flows: int, days: int, seed: int, verbose: bool) -> None:
+def demo(db: Path, flows: int, days: int, seed: int, dialect: str, verbose: bool) -> None:
     """Sync a synthetic account from the built-in simulator into DuckDB, offline.
 
     Starts the Jobs API simulator on a loopback port (no token, no network), runs a real
@@ -51,7 +59,7 @@ def demo(db: Path, flows: int, days: int, seed: int, verbose: bool) -> None:
     configure_logging(verbose, quiet=False)
     with exit_on_error(verbose):
         click.echo(f"Serving a simulated account ({flows} flows, {days} days) on loopback...")
-        result = run_demo(db, flows, days, seed)
+        result = run_demo(db, flows, days, seed, dialect)
     click.echo(result.summary.line())
     click.echo(f"Warehouse: {db}\n")
     for question, sql, columns, rows in result.answers:

@@ -13,7 +13,7 @@ from jobsync.api import JobsClient, client_settings
 from jobsync.cli_options import api_options, build_settings, exit_on_error, verbosity_options
 from jobsync.cli_sync import configure_logging
 from jobsync.config import Settings
-from jobsync.crawl import JOB_STATUSES, JOB_TYPES, CrawlError, JobsSource, job_keys
+from jobsync.crawl import JOB_STATUSES, JOB_TYPES, CrawlError, JobsSource, fill_flow_ids, job_keys
 from jobsync.cursor import Advance, CursorState, CursorStuck, Done, next_step, unseen
 from jobsync.query import JobQuery
 from jobsync.render import job_table, job_tree, to_json, tree_document
@@ -74,6 +74,8 @@ def list_command(**flags: Any) -> None:
     with exit_on_error(flags["verbose"]):
         settings = build_settings(flags)
         query = _query(flags)
+        if settings.api_dialect.listing_needs_filter and not query.has_resource_or_date():
+            query = replace(query, created_at_gte=0)  # a date filter that keeps every job
         follow = flags["all_pages"] or flags["limit"] is not None
         found, more = _run(
             settings,
@@ -184,13 +186,21 @@ async def collect_jobs(
 async def fetch_tree(
     client: JobsSource, job_id: str, page_size: int
 ) -> tuple[dict[str, Any], list[Any]]:
-    """A job and the jobs listed with it as their flow job (exports, imports)."""
+    """A job and the jobs listed with it as their flow job (exports, imports), which get the
+    flow job's `_flowId` and `_integrationId` where the listing leaves them out."""
     flow_job = await client.get_job(job_id)
     children, _ = await collect_jobs(
         client, JobQuery(flow_job_id=job_id), page_size, None, follow=True
     )
     own_id = flow_job.get("_id", job_id)
-    return flow_job, [c for c in children if not isinstance(c, dict) or c.get("_id") != own_id]
+    children = [c for c in children if not isinstance(c, dict) or c.get("_id") != own_id]
+    flow_id, integration_id = flow_job.get("_flowId"), flow_job.get("_integrationId")
+    if isinstance(flow_id, str):
+        integration_id = integration_id if isinstance(integration_id, str) else None
+        for child in children:
+            if isinstance(child, dict):
+                fill_flow_ids(child, flow_id, integration_id)
+    return flow_job, children
 
 
 def _query(flags: dict[str, Any]) -> JobQuery:

@@ -11,14 +11,14 @@ from typing import Any, TypeVar
 import click
 
 from jobsync.config import Settings, load_settings
+from jobsync.dialect import DIALECT_NAMES
 from jobsync.errors import JobsyncError
-from jobsync.query import FILTER_STYLES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def api_options(func: F) -> F:
-    """--api-url, --region, --token-file, --insecure, --filter-names, --config."""
+    """--api-url, --region, --token-file, --insecure, --dialect, --config."""
     options = [
         click.option(
             "--api-url",
@@ -42,10 +42,10 @@ def api_options(func: F) -> F:
             help="Allow a plain http:// API URL that is not loopback (the token travels in clear).",
         ),
         click.option(
-            "--filter-names",
-            type=click.Choice(FILTER_STYLES),
-            help="Spelling of the resource filters: reference (flow_id_in, default) or "
-            "integrator (_flowId_in). Env JOBSYNC_FILTER_NAMES.",
+            "--dialect",
+            type=click.Choice(DIALECT_NAMES),
+            help="How the API speaks: integrator (integrator.io itself, default) or reference "
+            "(the reference document's API). Env JOBSYNC_DIALECT.",
         ),
         config_option,
     ]

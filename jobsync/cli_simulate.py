@@ -6,7 +6,9 @@ import os
 
 import click
 
+from jobsync.dialect import DEFAULT_DIALECT, DIALECT_NAMES
 from jobsync.simulator import AccountConfig, ServerOptions, serve
+from jobsync.simulator.faults import FaultPlan
 from jobsync.timestamps import now_ms
 
 
@@ -71,11 +73,44 @@ from jobsync.timestamps import now_ms
     help="Share of requests that fail with HTTP 500/502/503 or a connection dropped mid-body.",
 )
 @click.option(
+    "--stall-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of answers that stall for 30 s (before their headers, or halfway through).",
+)
+@click.option(
+    "--storm-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of requests that start a 2 s storm of HTTP 429 with Retry-After.",
+)
+@click.option(
+    "--bad-body-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of answers whose body is not the JSON expected (HTML, cut short, NaN, ...).",
+)
+@click.option(
+    "--bad-record-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of listings with malformed records added beside the real jobs.",
+)
+@click.option(
     "--page-size",
     type=click.IntRange(min=1),
-    default=1001,
+    help="Most jobs one listing returns [default: the dialect's cap, 1001 or 1000].",
+)
+@click.option(
+    "--dialect",
+    type=click.Choice(DIALECT_NAMES),
+    default=DEFAULT_DIALECT,
     show_default=True,
-    help="Most jobs one listing returns.",
+    help="Speak as integrator.io does (integrator) or as the reference document (reference).",
 )
 @click.option(
     "--crowded-ms-jobs",
@@ -95,7 +130,12 @@ def simulate(
     rate_limit: float | None,
     burst: int | None,
     fault_rate: float,
-    page_size: int,
+    stall_rate: float,
+    storm_rate: float,
+    bad_body_rate: float,
+    bad_record_rate: float,
+    page_size: int | None,
+    dialect: str,
     crowded_ms_jobs: int,
 ) -> None:
     """Serve a synthetic integrator.io Jobs API (under /v1) until Ctrl-C.
@@ -108,13 +148,21 @@ def simulate(
         raise click.UsageError("--burst needs --rate-limit")
     if not token.strip():
         raise click.BadParameter("must not be empty", param_hint="--token")
+    try:
+        faults = FaultPlan(
+            stall=stall_rate, storm=storm_rate, bad_body=bad_body_rate, bad_records=bad_record_rate
+        )
+    except ValueError as exc:
+        raise click.UsageError(f"--stall-rate, --storm-rate and the bad-* rates: {exc}") from None
     options = ServerOptions(
         token=token.strip(),
         page_size=page_size,
+        dialect=dialect,
         latency_ms=latency_ms,
         rate_limit=rate_limit,
         burst=burst,
         fault_rate=fault_rate,
+        faults=faults,
         seed=seed,
     )
     account = AccountConfig(

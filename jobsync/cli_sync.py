@@ -115,6 +115,10 @@ def sync_options(settings: Settings, flags: dict[str, Any]) -> SyncOptions:
         raise ConfigError("a flow id is empty")
     if any(len(f) > MAX_FLOW_ID for f in flows):
         raise ConfigError(f"a flow id is longer than {MAX_FLOW_ID} characters")
+    # Flow lists travel comma-joined (`flow_id_in=a,b`): an id with a comma would name others.
+    with_comma = next((f for f in flows if "," in f), None)
+    if with_comma is not None:
+        raise ConfigError(f"a flow id holds a comma, which separates flow ids: {with_comma!r}")
     since = None
     if flags["since"] is not None:
         try:

@@ -12,8 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from jobsync.dialect import DEFAULT_DIALECT, DIALECT_NAMES, Dialect, dialect_named
 from jobsync.errors import ConfigError
-from jobsync.query import FILTER_STYLES
 from jobsync.secret import ApiToken
 from jobsync.timestamps import parse_duration
 
@@ -22,7 +22,7 @@ REGION_URLS = {
     "eu": "https://api.eu.integrator.io/v1",
 }
 DEFAULT_CONFIG_FILE = "jobsync.toml"
-MAX_PAGE_SIZE = 1001  # the most jobs the API returns in one page
+MAX_PAGE_SIZE = 1001  # the most jobs either dialect's documentation gives for one page
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Settings:
 
     api_url: str = REGION_URLS["us"]
     token: ApiToken | None = None
-    filter_names: str = "reference"
+    dialect: str = DEFAULT_DIALECT
     insecure: bool = False
     db: Path = Path("jobsync.duckdb")
     parquet: str | None = None
@@ -43,8 +43,12 @@ class Settings:
     max_retry_time: float = 600.0
     overlap: timedelta = timedelta(hours=1)
     max_duration: timedelta | None = None
-    page_size: int = 1001
+    page_size: int = 1000  # jobs in a full page; load_settings defaults it to the dialect's cap
     retention_days: int = 30
+
+    @property
+    def api_dialect(self) -> Dialect:
+        return dialect_named(self.dialect)
 
     def require_token(self) -> ApiToken:
         """The token, or a usage error saying where to put one."""
@@ -103,9 +107,9 @@ def _flag(value: Any) -> bool:
     raise ValueError(f"not a yes/no value: {value!r}")
 
 
-def _filter_names(value: Any) -> str:
-    if value not in FILTER_STYLES:
-        raise ValueError(f"must be one of {', '.join(FILTER_STYLES)}, got {value!r}")
+def _dialect(value: Any) -> str:
+    if value not in DIALECT_NAMES:
+        raise ValueError(f"must be one of {', '.join(DIALECT_NAMES)}, got {value!r}")
     return str(value)
 
 
@@ -113,7 +117,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "api_url": ("JOBSYNC_API_URL", str),
     "region": ("JOBSYNC_REGION", str),
     "token_file": ("JOBSYNC_TOKEN_FILE", Path),
-    "filter_names": ("JOBSYNC_FILTER_NAMES", _filter_names),
+    "dialect": ("JOBSYNC_DIALECT", _dialect),
     "insecure": ("JOBSYNC_INSECURE", _flag),
     "db": ("JOBSYNC_DB", Path),
     "parquet": ("JOBSYNC_PARQUET", str),
@@ -197,4 +201,6 @@ def load_settings(
                 raise ConfigError(f"unknown region {region!r}; expected one of us, eu")
             merged["api_url"] = REGION_URLS[region]
     token = _read_token(merged.pop("token_file", None), env)
+    dialect = merged.setdefault("dialect", DEFAULT_DIALECT)
+    merged.setdefault("page_size", dialect_named(dialect).page_cap)
     return Settings(token=token, **merged)

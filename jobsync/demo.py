@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 
 from jobsync.api import ClientSettings, JobsClient
+from jobsync.dialect import DEFAULT_DIALECT
 from jobsync.errors import ConfigError, WarehouseError
 from jobsync.secret import ApiToken
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer, WallClock
@@ -57,17 +58,23 @@ class DemoResult:
     answers: list[tuple[str, str, list[str], list[tuple]]]
 
 
-def run_demo(db: Path, flows: int, days: int, seed: int) -> DemoResult:
-    """Serve a synthetic account whose history ends now, sync it into `db`, ask QUESTIONS."""
+def run_demo(
+    db: Path, flows: int, days: int, seed: int, dialect: str = DEFAULT_DIALECT
+) -> DemoResult:
+    """Serve a synthetic account whose history ends now in `dialect`, sync it into `db`,
+    ask QUESTIONS."""
     _remove_earlier_demo(db)
     token = secrets.token_urlsafe(24)
     config = AccountConfig(seed=seed, flows=flows, days=days, start_ms=now_ms())
     account = Account(config)
-    options = ServerOptions(token=token)
+    options = ServerOptions(token=token, dialect=dialect)
     with SimulatorServer(account, options, clock=WallClock(config.start_ms)) as server:
-        settings = ClientSettings(base_url=server.url, token=ApiToken(token), rate_limit=500)
+        settings = ClientSettings(
+            base_url=server.url, token=ApiToken(token), dialect=dialect, rate_limit=500
+        )
         with Warehouse.open(db, memory_limit=SYNC_MEMORY_LIMIT) as warehouse:
-            summary = asyncio.run(_sync(settings, warehouse))
+            sync_options = SyncOptions(page_size=options.page_cap)
+            summary = asyncio.run(_sync(settings, warehouse, sync_options))
             warehouse.connection.execute(_MARK_DEMO)
             answers = []
             for question, sql in QUESTIONS:
@@ -77,9 +84,11 @@ def run_demo(db: Path, flows: int, days: int, seed: int) -> DemoResult:
     return DemoResult(summary, answers)
 
 
-async def _sync(settings: ClientSettings, warehouse: Warehouse) -> SyncSummary:
+async def _sync(
+    settings: ClientSettings, warehouse: Warehouse, options: SyncOptions
+) -> SyncSummary:
     async with JobsClient(settings) as client:
-        return await run_sync(client, warehouse, SyncOptions())
+        return await run_sync(client, warehouse, options)
 
 
 def _remove_earlier_demo(db: Path) -> None:

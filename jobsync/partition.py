@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote_plus
 
 from jobsync.cursor import CursorState
 
@@ -39,35 +38,22 @@ def pack_flow_batches(
     """Pack flows, in order, into batches whose longest request line stays within `limit`.
 
     `line_length(batch)` is the length of the longest request the crawler may send for a
-    batch (window bounds and split filters included). Packing is greedy on the encoded size
-    of each id; every batch is then checked exactly and halved if it is still too long.
+    batch (window bounds and split filters included). Each flow joins the current batch if
+    the batch's request line still fits, measured exactly: a list item costs a comma in one
+    dialect and a whole indexed key (`_flowId_in[17]=`) in the other.
     """
-    if not flow_ids:
-        return []
-    base = line_length(("x",)) - 1  # the request with its flow list empty
     batches: list[tuple[str, ...]] = []
-    current: list[str] = []
-    size = base
+    current: tuple[str, ...] = ()
     for flow_id in flow_ids:
-        cost = len(quote_plus(flow_id, safe="")) + 3  # plus the encoded comma
-        if current and size + cost > limit:
-            batches.append(tuple(current))
-            current, size = [], base
-        current.append(flow_id)
-        size += cost
-    batches.append(tuple(current))
-    return [part for batch in batches for part in _fit(batch, line_length, limit)]
-
-
-def _fit(
-    batch: tuple[str, ...], line_length: Callable[[tuple[str, ...]], int], limit: int
-) -> list[tuple[str, ...]]:
-    if line_length(batch) <= limit:
-        return [batch]
-    if len(batch) == 1:
-        raise ValueError(f"flow id too long for one request: {batch[0][:40]!r}...")
-    half = len(batch) // 2
-    return _fit(batch[:half], line_length, limit) + _fit(batch[half:], line_length, limit)
+        if line_length((flow_id,)) > limit:
+            raise ValueError(f"flow id too long for one request: {flow_id[:40]!r}...")
+        if current and line_length((*current, flow_id)) > limit:
+            batches.append(current)
+            current = ()
+        current = (*current, flow_id)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def plan_windows(

@@ -1,8 +1,9 @@
-"""A listing query for `GET /jobs` and the one table that spells its filters.
+"""A listing query for `GET /jobs`, spelled in a dialect's parameter names.
 
-The reference spells resource filters `flow_id`, `flow_id_in`, ...; integrator.io's public
-docs spell them `_flowId`, `_flowId_in`, ... Everything else in jobsync uses the field
-names of `JobQuery` and never a query parameter name.
+The reference spells resource filters `flow_id`, `flow_id_in`, ... and joins lists with
+commas; integrator.io spells them `_flowId`, `_flowId_in`, ... and sends lists as indexed
+keys (`_flowId_in[0]=A&_flowId_in[1]=B`). Everything else in jobsync uses the field names
+of `JobQuery` and never a query parameter name.
 """
 
 from __future__ import annotations
@@ -10,32 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from urllib.parse import urlencode
 
+from jobsync.dialect import REFERENCE, Dialect
 from jobsync.timestamps import format_iso_ms
 
-FILTER_STYLES = ("reference", "integrator")
-
-# JobQuery field -> query parameter name, per filter style. Fields not listed here
-# (status, type, createdAt and count ranges) are spelled the same in both.
-_RESOURCE_NAMES: dict[str, dict[str, str]] = {
-    "reference": {
-        "flow_id": "flow_id",
-        "flow_ids": "flow_id_in",
-        "integration_id": "integration_id",
-        "export_id": "export_id",
-        "import_id": "import_id",
-        "flow_job_id": "flow_job_id",
-        "types": "type_in",
-    },
-    "integrator": {
-        "flow_id": "_flowId",
-        "flow_ids": "_flowId_in",
-        "integration_id": "_integrationId",
-        "export_id": "_exportId",
-        "import_id": "_importId",
-        "flow_job_id": "_flowJobId",
-        "types": "type_in",
-    },
-}
+# JobQuery fields spelled the same in every dialect (resource filters are in the dialect).
 _COMMON_NAMES = {
     "status": "status",
     "type": "type",
@@ -48,13 +27,13 @@ _COMMON_NAMES = {
     "num_ignore_gte": "numIgnore_gte",
     "num_ignore_lte": "numIgnore_lte",
 }
+RESOURCE_FIELDS = ("flow_id", "flow_ids", "integration_id", "export_id", "import_id", "flow_job_id")
+CHILD_FIELDS = ("export_id", "import_id", "flow_job_id")  # filters that list child jobs
 
 
-def parameter_names(style: str) -> dict[str, str]:
-    """JobQuery field -> query parameter name in `style` ("reference" or "integrator")."""
-    if style not in _RESOURCE_NAMES:
-        raise ValueError(f"unknown filter style {style!r}; expected one of {FILTER_STYLES}")
-    return {**_RESOURCE_NAMES[style], **_COMMON_NAMES}
+def parameter_names(dialect: Dialect) -> dict[str, str]:
+    """JobQuery field -> query parameter name in `dialect`."""
+    return {**dialect.resource_names, **_COMMON_NAMES}
 
 
 @dataclass(frozen=True)
@@ -79,13 +58,18 @@ class JobQuery:
     num_ignore_gte: int | None = None
     num_ignore_lte: int | None = None
 
-    def params(self, style: str = "reference") -> list[tuple[str, str]]:
-        """The query parameters, in field order; lists are comma-joined, times ISO with ms."""
-        names = parameter_names(style)
+    def params(self, dialect: Dialect = REFERENCE) -> list[tuple[str, str]]:
+        """The query parameters, in field order; lists comma-joined or indexed as the dialect
+        wants, times ISO 8601 with milliseconds (which every dialect accepts)."""
+        names = parameter_names(dialect)
         out: list[tuple[str, str]] = []
         for field in fields(self):
             value = getattr(self, field.name)
             if value is None or value == ():
+                continue
+            name = names[field.name]
+            if isinstance(value, tuple) and dialect.indexed_lists:
+                out.extend((f"{name}[{index}]", item) for index, item in enumerate(value))
                 continue
             if isinstance(value, tuple):
                 text = ",".join(value)
@@ -93,16 +77,21 @@ class JobQuery:
                 text = format_iso_ms(value)
             else:
                 text = str(value)
-            out.append((names[field.name], text))
+            out.append((name, text))
         return out
 
-    def query_string(self, style: str = "reference") -> str:
+    def query_string(self, dialect: Dialect = REFERENCE) -> str:
         """The URL-encoded query string, without the leading `?`."""
-        return urlencode(self.params(style))
+        return urlencode(self.params(dialect))
+
+    def has_resource_or_date(self) -> bool:
+        """Whether the query names a resource or a date: integrator.io refuses one without."""
+        named = (getattr(self, name) not in (None, ()) for name in RESOURCE_FIELDS)
+        return any(named) or self.created_at_gte is not None or self.created_at_lte is not None
 
 
-def request_line_length(path: str, query: JobQuery, style: str) -> int:
+def request_line_length(path: str, query: JobQuery, dialect: Dialect) -> int:
     """Bytes in `GET <path>?<query> HTTP/1.1`: what the API's 8 KB limit (414) applies to."""
-    qs = query.query_string(style)
+    qs = query.query_string(dialect)
     target = f"{path}?{qs}" if qs else path
     return len(f"GET {target} HTTP/1.1".encode())

@@ -313,7 +313,9 @@ def _plain_page(records: list[Any]) -> NormalisedPage | None:
     ids = struct.field("_id")
     if ids.null_count or struct.field("createdAt").null_count:
         return None
-    if len(ids) and (pc.min(pc.utf8_length(ids)).as_py() == 0 or _distinct(ids) != len(ids)):
+    if len(ids) and (
+        pc.min(pc.utf8_length(ids)).as_py() == 0 or pc.count_distinct(ids).as_py() != len(ids)
+    ):
         return None
     arrays: list[pa.Array] = []
     for column, key, kind in _FIELDS:
@@ -333,10 +335,6 @@ def _plain_page(records: list[Any]) -> NormalisedPage | None:
         count=len(records),
         duplicates=0,
     )
-
-
-def _distinct(values: pa.Array) -> int:
-    return pc.count_distinct(values).as_py()
 
 
 def _plain_timestamps(texts: pa.Array) -> pa.Array | None:

@@ -29,7 +29,7 @@ SCHEMA_VERSION = 2
 # after schemas/warehouse.sql (which creates what is missing).
 _MIGRATE_BEFORE = {2: ("ALTER TABLE jobs RENAME TO jobs_v1",)}
 _MIGRATE_AFTER = {2: ("INSERT INTO jobs SELECT * FROM jobs_v1", "DROP TABLE jobs_v1")}
-UNFINISHED_STATUSES = ("queued", "running")
+UNFINISHED_STATUSES = ("queued", "running", "retrying")  # integrator.io's `retrying` too
 # DuckDB's buffers for a sync's connection: what it writes spills to disk beyond this, so the
 # sync's memory does not grow with the warehouse (scripts/bench.py, peak RSS figure).
 SYNC_MEMORY_LIMIT = "32MB"
@@ -297,21 +297,26 @@ class Warehouse:
                     [[flow, ms_to_datetime(ms)] for flow, ms in planned_through.items()],
                 )
 
-    def jobs_to_refresh(self, flow_ids: list[str]) -> list[Unfinished]:
+    def jobs_to_refresh(
+        self, flow_ids: list[str], now_ms: int, retention_days: int
+    ) -> list[Unfinished]:
         """Unfinished jobs of these flows (or of no known flow) that no pending partition will
-        list again, oldest first: these must be fetched again to learn how they ended."""
+        list again, oldest first: these must be fetched again to learn how they ended. Jobs
+        past their purge date (`purgeAt`, else created + retention) are left as last seen:
+        the API no longer has them, and asking every night would cost requests forever."""
         placeholders = ", ".join("?" for _ in UNFINISHED_STATUSES)
         rows = self.connection.execute(
             f"""SELECT j.id, j.flow_id, epoch_ms(j.created_at) FROM jobs AS j
                 WHERE j.status IN ({placeholders})
                   AND (j.flow_id IS NULL OR list_contains(?, j.flow_id))
+                  AND coalesce(j.purge_at, j.created_at + to_days(?)) > ?
                   AND NOT EXISTS (
                       SELECT 1 FROM sync_partitions AS p
                       WHERE list_contains(p.flow_ids, j.flow_id)
                         AND j.created_at <= p.cursor_lte
                         AND (p.window_gte IS NULL OR j.created_at >= p.window_gte))
                 ORDER BY j.created_at""",
-            [*UNFINISHED_STATUSES, flow_ids],
+            [*UNFINISHED_STATUSES, flow_ids, retention_days, ms_to_datetime(now_ms)],
         ).fetchall()
         return [Unfinished(job_id, flow_id, int(created)) for job_id, flow_id, created in rows]
 

@@ -105,7 +105,7 @@ class SyncRun:
         self._writer = BatchWriter(
             warehouse, self.run_id, clock, options.batch_jobs, options.queue_pages
         )
-        self._crawler = Crawler(client, options.page_size)
+        self._crawler = Crawler(client, options.page_size, client.dialect)
 
     async def run(self) -> SyncSummary:
         started = time.monotonic()
@@ -155,7 +155,7 @@ class SyncRun:
         pending = [p for p in self.warehouse.pending_partitions() if selected & set(p.flow_ids)]
 
         def line_length(batch: tuple[str, ...]) -> int:
-            return int(self.client.request_line_length(widest_query(batch)))
+            return self.client.request_line_length(widest_query(batch))
 
         new = plan_partitions(
             self.run_id,
@@ -171,7 +171,7 @@ class SyncRun:
         self.warehouse.save_plan(self.run_id, new, dict.fromkeys(flows, until))
         partitions = sorted(pending + new, key=lambda p: (p.window_lte, p.key))
         refresh = plan_refresh(
-            self.warehouse.jobs_to_refresh(list(flows)),
+            self.warehouse.jobs_to_refresh(list(flows), until, self.options.retention_days),
             lambda flows: pack_flow_batches(flows, line_length),
             self.warehouse.count_jobs,
             self.options.page_size,
@@ -195,6 +195,7 @@ class SyncRun:
 
     async def _listed_flows(self) -> tuple[str, ...]:
         flows = await self.client.list_flows()
+        self._crawler.learn_flows(flows)  # their steps: children can be listed by step
         ids = {f.get("_id") for f in flows if isinstance(f, dict)}
         return tuple(sorted(i for i in ids if isinstance(i, str) and i))
 

@@ -56,6 +56,7 @@ from jobsync.writer import BatchWriter, PageToStore
 
 PAGE_SIZE = 1001  # the API's page cap, and the simulator's
 TOKEN = "bench-token"
+DIALECT = "reference"
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
@@ -567,13 +568,16 @@ class Benchmark:
         self.workdir = workdir
         self.budget = Budget()
         self.start_ms = now_ms()
-        self.sync_flags: list[str] = []
+        # The targets are set against the reference's paging (1001 jobs a page, children listed
+        # with their flows), so both sides speak the reference dialect.
+        self.sync_flags: list[str] = ["--dialect", DIALECT]
         if args.sync_rate_limit is not None:
             self.sync_flags += ["--rate-limit", str(args.sync_rate_limit)]
         if args.sync_concurrency is not None:
             self.sync_flags += ["--concurrency", str(args.sync_concurrency)]
         self.server = ServerOptions(
             token=TOKEN,
+            dialect=DIALECT,
             page_size=PAGE_SIZE,
             latency_ms=args.latency_ms,
             rate_limit=args.rate_limit,

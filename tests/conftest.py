@@ -3,6 +3,9 @@
 `make_simulator(**knobs)` builds one with any AccountConfig or ServerOptions field as a
 keyword (`seed` goes to both), or an existing `account=` and a `clock=`; it is stopped when
 the test ends. `simulator` is the default one, with a ManualClock at the account's start.
+
+Every test that uses the `dialect` fixture (and so every simulator fixture) runs once per
+dialect: the simulator speaks it and the clients built here speak it too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 
 from jobsync.api import ClientSettings, JobsClient
+from jobsync.dialect import DIALECT_NAMES
 from jobsync.secret import ApiToken
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
 from jobsync.store import Warehouse
@@ -28,6 +32,12 @@ _ACCOUNT_KNOBS = {f.name for f in fields(AccountConfig)}
 _SERVER_KNOBS = {f.name for f in fields(ServerOptions)}
 
 
+@pytest.fixture(params=DIALECT_NAMES)
+def dialect(request: pytest.FixtureRequest) -> str:
+    """The API dialect the test's simulator and clients speak: each test runs with each."""
+    return str(request.param)
+
+
 @pytest.fixture
 def sim_account() -> Account:
     """6 flows with 35 days of history; a fresh one per test, since cancels change it."""
@@ -35,7 +45,7 @@ def sim_account() -> Account:
 
 
 @pytest.fixture
-def make_simulator() -> Iterator[Callable[..., SimulatorServer]]:
+def make_simulator(dialect: str) -> Iterator[Callable[..., SimulatorServer]]:
     """A factory of started simulators, e.g. `make_simulator(flows=20, rate_limit=2)`."""
     servers: list[SimulatorServer] = []
 
@@ -49,7 +59,7 @@ def make_simulator() -> Iterator[Callable[..., SimulatorServer]]:
             account_knobs = {k: v for k, v in knobs.items() if k in _ACCOUNT_KNOBS}
             account = Account(AccountConfig(**{**SMALL_ACCOUNT, **account_knobs}))
         server_knobs = {k: v for k, v in knobs.items() if k in _SERVER_KNOBS}
-        options = ServerOptions(**{"token": SIM_TOKEN, **server_knobs})
+        options = ServerOptions(**{"token": SIM_TOKEN, "dialect": dialect, **server_knobs})
         server = SimulatorServer(account, options, clock=clock).start()
         servers.append(server)
         return server
@@ -71,11 +81,13 @@ def sync_into(
     sim: SimulatorServer, db: Path, token: str | None = None, **options: Any
 ) -> SyncSummary:
     """One real sync of the simulator into the DuckDB file `db`, in this process; `options`
-    are SyncOptions fields (the page size follows the simulator's unless given)."""
-    options.setdefault("page_size", sim.options.page_size)
+    are SyncOptions fields (the page size follows the simulator's unless given), and the
+    client speaks the simulator's dialect."""
+    options.setdefault("page_size", sim.options.page_cap)
     settings = ClientSettings(
         base_url=sim.url,
         token=ApiToken(token or sim.options.token),
+        dialect=sim.options.dialect,
         rate_limit=500,
         max_retry_time=60,
     )
@@ -101,3 +113,8 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+def listed_jobs(sim: SimulatorServer) -> dict[str, dict[str, Any]]:
+    """Ground truth: every job the simulator lists now, as its dialect shows it."""
+    return sim.account.listed_jobs(sim.clock.now_ms(), sim.options.dialect)

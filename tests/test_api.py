@@ -59,6 +59,8 @@ class aioresponses(_aioresponses):
 
 
 def make_client(clock: FakeClock, base: str = BASE, **overrides: Any) -> JobsClient:
+    """A client on the fake clock; the reference dialect unless `dialect=` says otherwise."""
+    overrides.setdefault("dialect", "reference")
     settings = ClientSettings(base_url=base, token=ApiToken(TOKEN), **overrides)
     return JobsClient(settings, sleep=clock.sleep, clock=clock)
 
@@ -407,7 +409,7 @@ def test_client_settings_come_from_settings() -> None:
     settings = Settings(
         api_url="http://127.0.0.1:1/v1",
         token=ApiToken(TOKEN),
-        filter_names="integrator",
+        dialect="reference",
         insecure=True,
         concurrency=3,
         rate_limit=5.0,
@@ -415,9 +417,9 @@ def test_client_settings_come_from_settings() -> None:
         max_attempts=2,
     )
     cs = client_settings(settings)
-    assert (cs.base_url, cs.filter_names, cs.allow_insecure) == (
+    assert (cs.base_url, cs.dialect, cs.allow_insecure) == (
         "http://127.0.0.1:1/v1",
-        "integrator",
+        "reference",
         True,
     )
     assert (cs.max_in_flight, cs.rate_limit, cs.timeout, cs.max_attempts) == (3, 5.0, 7.0, 2)
@@ -545,11 +547,37 @@ def test_an_empty_job_id_is_refused_before_sending() -> None:
         run(FakeClock(), lambda c: c.get_job(""))
 
 
-def test_cancel_is_a_delete_of_the_job() -> None:
+@pytest.mark.parametrize(
+    ("dialect", "request_line"),
+    [
+        ("reference", "DELETE /v1/jobs/j1 HTTP/1.1"),
+        ("integrator", "PUT /v1/jobs/j1/cancel HTTP/1.1"),
+    ],
+)
+def test_cancel_uses_the_dialects_verb(dialect: str, request_line: str) -> None:
     body = orjson.dumps({"_id": "j1", "status": "canceled"})
-    job, requests, _ = on_wire([http_response(body)], lambda c: c.cancel_job("j1"))
+    job, requests, _ = on_wire([http_response(body)], lambda c: c.cancel_job("j1"), dialect=dialect)
     assert job["status"] == "canceled"
-    assert requests[0][0] == "DELETE /v1/jobs/j1 HTTP/1.1"
+    assert requests[0][0] == request_line
+
+
+def test_token_info_is_asked_only_where_the_dialect_has_it() -> None:
+    body = orjson.dumps({"_userId": "u1", "scope": "full"})
+    info, requests, _ = on_wire(
+        [http_response(body)], lambda c: c.token_info(), dialect="integrator"
+    )
+    assert info == {"_userId": "u1", "scope": "full"}
+    assert requests[0][0] == "GET /v1/tokenInfo HTTP/1.1"
+    info, requests, _ = on_wire([], lambda c: c.token_info(), dialect="reference")
+    assert (info, requests) == (None, [])
+
+
+def test_a_204_listing_without_a_body_is_empty() -> None:
+    empty = b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+    jobs, requests, client = on_wire(
+        [empty], lambda c: c.list_jobs(JobQuery(flow_id="f")), dialect="integrator"
+    )
+    assert (jobs, len(requests), client.stats.retries) == ([], 1, 0)
 
 
 def test_filter_values_cannot_add_parameters() -> None:
@@ -561,13 +589,16 @@ def test_filter_values_cannot_add_parameters() -> None:
 
 
 @pytest.mark.parametrize(
-    ("style", "expected"),
+    ("dialect", "expected"),
     [
         ("reference", "flow_id_in=f1%2Cf2&integration_id=i1&flow_job_id=j1"),
-        ("integrator", "_flowId_in=f1%2Cf2&_integrationId=i1&_flowJobId=j1"),
+        (
+            "integrator",
+            "_flowId_in%5B0%5D=f1&_flowId_in%5B1%5D=f2&_integrationId=i1&_flowJobId=j1",
+        ),
     ],
 )
-def test_both_filter_spellings_on_the_wire(style: str, expected: str) -> None:
+def test_each_dialects_filter_spelling_on_the_wire(dialect: str, expected: str) -> None:
     query = JobQuery(
         flow_ids=("f1", "f2"),
         integration_id="i1",
@@ -576,7 +607,7 @@ def test_both_filter_spellings_on_the_wire(style: str, expected: str) -> None:
         num_error_gte=1,
     )
     _, requests, client = on_wire(
-        [http_response(b"[]")], lambda c: c.list_jobs(query), filter_names=style
+        [http_response(b"[]")], lambda c: c.list_jobs(query), dialect=dialect
     )
     line = requests[0][0]
     assert line == (

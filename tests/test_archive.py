@@ -21,6 +21,7 @@ from conftest import sync_into
 from moto.server import ThreadedMotoServer
 
 from jobsync.archive import FILE_NAME, MANIFEST_NAME, archive_warehouse
+from jobsync.dialect import DIALECT_NAMES
 from jobsync.errors import JobsyncError
 from jobsync.records import normalise_page
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
@@ -43,10 +44,12 @@ def sync(sim: SimulatorServer, db: Path) -> None:
     assert summary.outcome == "succeeded", summary.errors
 
 
-@pytest.fixture(scope="module")
-def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=DIALECT_NAMES)
+def synced(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A warehouse synced from the simulator, once per dialect."""
     db = tmp_path_factory.mktemp("synced") / "jobs.duckdb"
-    with SimulatorServer(Account(AccountConfig(**ACCOUNT)), ServerOptions(TOKEN)) as sim:
+    options = ServerOptions(TOKEN, dialect=request.param)
+    with SimulatorServer(Account(AccountConfig(**ACCOUNT)), options) as sim:
         sync(sim, db)
     return db
 
@@ -184,9 +187,10 @@ def test_a_changed_row_rewrites_only_its_month(db: Path, tmp_path: Path) -> None
     assert changed["num_error"][0].as_py() == orjson.loads(changed["raw"][0].as_py())["numError"]
 
 
-def test_a_nightly_sync_rewrites_only_the_months_it_touched(tmp_path: Path) -> None:
+def test_a_nightly_sync_rewrites_only_the_months_it_touched(dialect: str, tmp_path: Path) -> None:
     db, dest = tmp_path / "jobs.duckdb", tmp_path / "archive"
-    with SimulatorServer(Account(AccountConfig(**ACCOUNT)), ServerOptions(TOKEN)) as sim:
+    options = ServerOptions(TOKEN, dialect=dialect)
+    with SimulatorServer(Account(AccountConfig(**ACCOUNT)), options) as sim:
         sync(sim, db)
         archive(db, str(dest))
         before = month_files(dest)

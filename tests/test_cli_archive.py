@@ -24,6 +24,7 @@ from conftest import sync_into
 
 from jobsync.cli_archive import archive, query, status
 from jobsync.cli_sync import sync as sync_command
+from jobsync.dialect import DIALECT_NAMES
 from jobsync.render import result_table
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer
 from jobsync.store import Warehouse
@@ -36,10 +37,12 @@ ACCOUNT = {"flows": 3, "days": 35, "start_ms": parse_iso_ms("2026-11-10T00:00:00
 FLOW_RUNS = "SELECT id, status, num_success, created_at FROM jobs WHERE type = 'flow' ORDER BY id"
 
 
-@pytest.fixture(scope="module")
-def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=DIALECT_NAMES)
+def synced(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A warehouse synced from the simulator, once per dialect."""
     db = tmp_path_factory.mktemp("cli") / "jobs.duckdb"
-    with SimulatorServer(Account(AccountConfig(**ACCOUNT)), ServerOptions(TOKEN)) as sim:
+    options = ServerOptions(TOKEN, dialect=request.param)
+    with SimulatorServer(Account(AccountConfig(**ACCOUNT)), options) as sim:
         summary = sync_into(sim, db)
     assert summary.outcome == "succeeded", summary.errors
     return db

@@ -11,14 +11,15 @@ from click.testing import CliRunner
 from jobsync.cli import cli
 
 
-def demo(db: Path) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["demo", "--db", str(db), "--flows", "5", "--days", "4"])
+def demo(db: Path, dialect: str = "integrator") -> tuple[int, str]:
+    args = ["demo", "--db", str(db), "--flows", "5", "--days", "4", "--dialect", dialect]
+    result = CliRunner().invoke(cli, args)
     return result.exit_code, result.output
 
 
-def test_demo_syncs_a_warehouse_and_answers_two_questions(tmp_path: Path) -> None:
+def test_demo_syncs_a_warehouse_and_answers_two_questions(dialect: str, tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
-    code, output = demo(db)
+    code, output = demo(db, dialect)
     assert code == 0, output
     inserted = int(re.search(r"([\d,]+) new", output).group(1).replace(",", ""))  # type: ignore[union-attr]
     with duckdb.connect(str(db), read_only=True) as con:

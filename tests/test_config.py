@@ -23,6 +23,20 @@ def test_defaults() -> None:
     assert settings.overlap == timedelta(hours=1)
 
 
+def test_the_dialect_defaults_to_integrator_with_its_page_cap(tmp_path: Path) -> None:
+    settings = load_settings({}, env={})
+    assert (settings.dialect, settings.page_size) == ("integrator", 1000)
+    assert load_settings({"dialect": "reference"}, env={}).page_size == 1001
+    env = {"JOBSYNC_DIALECT": "reference", "JOBSYNC_PAGE_SIZE": "500"}
+    assert (load_settings({}, env=env).dialect, load_settings({}, env=env).page_size) == (
+        "reference",
+        500,
+    )
+    (tmp_path / "jobsync.toml").write_text('dialect = "reference"\n')
+    assert load_settings({}, env={}).dialect == "reference"
+    assert load_settings({"dialect": "integrator"}, env={}).dialect == "integrator"
+
+
 def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     (tmp_path / "jobsync.toml").write_text('concurrency = 3\noverlap = "2h"\ndb = "file.duckdb"\n')
     env = {"JOBSYNC_CONCURRENCY": "5", "JOBSYNC_DB": "env.duckdb"}
@@ -66,6 +80,7 @@ def test_a_token_in_the_config_file_is_refused(tmp_path: Path) -> None:
         ({}, {"JOBSYNC_OVERLAP": "soon"}, "JOBSYNC_OVERLAP"),
         ({"region": "mars"}, {}, "region"),
         ({"page_size": 2000}, {}, "page cap"),
+        ({}, {"JOBSYNC_DIALECT": "graphql"}, "JOBSYNC_DIALECT"),
         ({"rate_limit": float("nan")}, {}, "rate_limit"),
         ({"max_duration": "0s"}, {}, "above 0"),
         ({}, {"JOBSYNC_OVERLAP": "99999999999d"}, "too long"),

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jobsync.api import ClientSettings, JobsClient
 from jobsync.crawl import Crawler, CrawlError, CrawlPage, job_keys
 from jobsync.cursor import CursorState
+from jobsync.dialect import INTEGRATOR
 from jobsync.errors import NotFound
 from jobsync.partition import Partition
 from jobsync.query import JobQuery
+from jobsync.secret import ApiToken
+from jobsync.simulator import SimulatorServer
 from jobsync.timestamps import format_iso_ms
 
 
@@ -206,3 +212,79 @@ def test_negative_counts_are_found_and_unsplittable_jobs_fail_loudly() -> None:
     jobs.append({**make_job(99, BASE, "f"), "status": None})
     with pytest.raises(CrawlError, match="match none of the filters"):
         crawl_all(FakeListing(jobs, page_size=10), Partition.fresh("p", ("f",), None, BASE), 10)
+
+
+# --- child jobs where the flow listing leaves them out (integrator.io) ------------------
+
+
+def crawl_integrator(
+    sim: SimulatorServer, know_steps: bool
+) -> tuple[list[CrawlPage], set[str], int]:
+    """Crawl one partition (every flow, the whole history) of an integrator simulator with
+    small pages; (emitted pages, flow ids, requests)."""
+    settings = ClientSettings(
+        base_url=sim.url, token=ApiToken(sim.options.token), dialect="integrator"
+    )
+    pages: list[CrawlPage] = []
+
+    async def emit(page: CrawlPage) -> None:
+        pages.append(page)
+
+    async def main() -> int:
+        async with JobsClient(settings) as client:
+            crawler = Crawler(client, sim.options.page_cap, INTEGRATOR)
+            flows = await client.list_flows()
+            if know_steps:
+                crawler.learn_flows(flows)
+            ids = tuple(sorted(f["_id"] for f in flows))
+            await crawler.crawl_partition(Partition.fresh("p", ids, None, sim.clock.now_ms()), emit)
+            return client.stats.requests
+
+    requests = asyncio.run(main())
+    return pages, {f["_id"] for f in sim.account.flows()}, requests
+
+
+@pytest.mark.parametrize("dialect", ["integrator"])
+@pytest.mark.parametrize("know_steps", [True, False], ids=["by-step", "by-flow-job"])
+def test_children_come_complete_and_before_the_cursor_passes_their_flow_job(
+    make_simulator: Callable[..., SimulatorServer], know_steps: bool
+) -> None:
+    sim = make_simulator(flows=3, days=3, page_size=40, long_running_share=0.2)
+    pages, _, requests = crawl_integrator(sim, know_steps)
+    truth = sim.account.listed_jobs(sim.clock.now_ms(), "integrator")
+    got = {r["_id"]: r for page in pages for r in page.records}
+    assert got == truth, "children carry their flow's ids, filled in from the flow job"
+    emitted: set[str] = set()
+    for page in pages:
+        emitted |= {r["_id"] for r in page.records}
+        if page.cursor is None and not page.finished:
+            continue
+        for job in page.records:  # the cursor passes these flow jobs: their children are in
+            kids = {
+                i
+                for i, j in truth.items()
+                if job["_id"] in (j.get("_flowJobId"), j.get("_parentJobId"))
+            }
+            assert kids <= emitted, job["_id"]
+    top_level = sum(1 for j in truth.values() if j["type"] in INTEGRATOR.top_level_types)
+    if know_steps:  # a request per step, not per flow job
+        assert requests < top_level / 4
+    else:
+        assert requests > top_level
+
+
+def test_a_listing_that_ignores_the_flow_filter_fails_loudly() -> None:
+    class IgnoresFlows(FakeListing):
+        dialect = INTEGRATOR
+
+        async def list_jobs(self, query: JobQuery) -> list[Any]:
+            return await super().list_jobs(replace(query, flow_id=None, flow_ids=()))
+
+    jobs = [make_job(i, BASE + i, f"f{i % 2}") for i in range(6)]
+    source = IgnoresFlows(jobs, page_size=10)
+    with pytest.raises(CrawlError, match="ignored the filter `_flowId`"):
+        asyncio.run(
+            Crawler(source, 10, INTEGRATOR).crawl_partition(
+                Partition.fresh("p", ("f0",), None, BASE + 10), lambda page: asyncio.sleep(0)
+            )
+        )

@@ -20,6 +20,7 @@ from jobsync.store import SCHEMA_VERSION, RunCounts, Unfinished, Warehouse
 from jobsync.timestamps import format_iso_ms
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+DAY = 86_400_000
 
 
 def job(job_id: str, status: str = "completed", modified: int = T0, **extra: Any) -> dict:
@@ -128,13 +129,20 @@ def test_unfinished_jobs_outside_pending_windows_need_a_refresh(warehouse: Wareh
     created = T0 - 60_000
     commit(warehouse, [job("run", "running"), job("queued", "queued"), job("done")])
     commit(warehouse, [job("other", "running", _flowId="f9")])
-    assert {u.job_id for u in warehouse.jobs_to_refresh(["f1", "f9"])} == {"run", "queued", "other"}
-    assert warehouse.jobs_to_refresh(["f9"]) == [Unfinished("other", "f9", created)]
+    commit(warehouse, [job("purged", "running", purgeAt=format_iso_ms(T0 - 1))])
+    commit(warehouse, [job("old", "running", createdAt=format_iso_ms(T0 - 31 * DAY))])
+
+    def to_refresh(flows: list[str]) -> list[Unfinished]:
+        return warehouse.jobs_to_refresh(flows, T0, retention_days=30)
+
+    assert {u.job_id for u in to_refresh(["f1", "f9"])} == {"run", "queued", "other"}
+    assert to_refresh(["f9"]) == [Unfinished("other", "f9", created)], "only the selected flows"
+    assert warehouse.jobs_to_refresh(["f1"], T0, retention_days=60)[0].job_id == "old"
     covering = Partition("p", ("f1",), created - 1, T0, CursorState(created))
     warehouse.save_plan("run-2", [covering], {})
-    assert [u.job_id for u in warehouse.jobs_to_refresh(["f1", "f9"])] == ["other"]
-    assert warehouse.count_jobs(("f1",), created, created) == 3
-    assert warehouse.count_jobs(("f1", "f9"), created, T0) == 4
+    assert [u.job_id for u in to_refresh(["f1", "f9"])] == ["other"]
+    assert warehouse.count_jobs(("f1",), created, created) == 4  # with "purged"
+    assert warehouse.count_jobs(("f1", "f9"), created, T0) == 5
     assert warehouse.count_jobs(("f1",), created + 1, T0) == 0
 
 

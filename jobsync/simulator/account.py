@@ -17,16 +17,25 @@ from jobsync.simulator.history import (
     COMPLETED,
     COUNT_FIELDS,
     DAY_MS,
+    EXPORT,
     FLOW,
     IMPORT,
     MAX_CHILD_DELAY_MS,
     ODD_NO_IGNORE,
     STATUSES,
-    TYPES,
     AccountConfig,
     generate_history,
 )
-from jobsync.simulator.render import Cancel, counts_at, end_of, render_job, status_at
+from jobsync.simulator.render import (
+    INTEGRATOR,
+    Cancel,
+    counts_at,
+    end_of,
+    render_job,
+    status_at,
+    status_name,
+    type_name,
+)
 
 __all__ = ["Account", "AccountConfig", "CancelRefused", "JobNotFound"]
 
@@ -70,21 +79,33 @@ class Account:
         """Every job ever generated, listed or not (future, purged) at any given moment."""
         return len(self.history)
 
-    def flows(self) -> list[dict[str, Any]]:
-        """`GET /flows`: every flow's `_id`, `name`, `_integrationId` and `disabled`."""
-        return [flow.as_dict() for flow in self.history.flows]
+    def flows(self, dialect: str = "reference") -> list[dict[str, Any]]:
+        """`GET /flows`: every flow's `_id`, `name`, `_integrationId` and `disabled`; in the
+        integrator dialect also its steps (`pageGenerators`, `pageProcessors`)."""
+        flows = self.history.flows
+        if dialect != INTEGRATOR:
+            return [flow.as_dict() for flow in flows]
+        return [
+            {
+                **flow.as_dict(),
+                "pageGenerators": [{"_exportId": e} for e in flow.export_ids],
+                "pageProcessors": [{"type": "import", "_importId": i} for i in flow.import_ids],
+            }
+            for flow in flows
+        ]
 
-    def job(self, job_id: str, now_ms: int) -> dict[str, Any] | None:
+    def job(self, job_id: str, now_ms: int, dialect: str = "reference") -> dict[str, Any] | None:
         """`GET /jobs/{id}` at `now_ms`, or None (404)."""
         row = self._existing_row(job_id, now_ms)
-        return None if row is None else self._render(row, now_ms)
+        return None if row is None else self._render(row, now_ms, dialect)
 
-    def listed_jobs(self, now_ms: int) -> dict[str, dict[str, Any]]:
-        """Ground truth: every job a listing without filters would page through at `now_ms`."""
+    def listed_jobs(self, now_ms: int, dialect: str = "reference") -> dict[str, dict[str, Any]]:
+        """Ground truth: every job the API lists at `now_ms` (in the integrator dialect, by
+        several listings: top-level jobs by flow, child jobs by flow job or step)."""
         history = self.history
         rows = range(bisect_right(history.created, now_ms))
         return {
-            history.job_id(row): self._render(row, now_ms)
+            history.job_id(row): self._render(row, now_ms, dialect)
             for row in rows
             if self._listed(row, now_ms)
         }
@@ -100,15 +121,26 @@ class Account:
         now_ms: int,
         limit: int = 1001,
         shuffle: random.Random | None = None,
+        dialect: str = "reference",
     ) -> list[dict[str, Any]]:
         """`GET /jobs`: up to `limit` matching jobs, newest first. With `shuffle`, jobs of one
-        millisecond come in random order, and a page ending inside one takes a random subset."""
-        rows = self._matching_rows(query, now_ms, limit)
+        millisecond come in random order, and a page ending inside one takes a random subset.
+
+        In the integrator dialect only top-level jobs are listed unless the query names a flow
+        job or a step, and children listed by their flow job come without `_flowId` and
+        `_integrationId`."""
+        rows = self._matching_rows(query, now_ms, limit, dialect)
         if shuffle is not None:
             _shuffle_ties(rows, self.history.created, shuffle)
-        return [self._render(row, now_ms) for row in rows[:limit]]
+        jobs = [self._render(row, now_ms, dialect) for row in rows[:limit]]
+        if dialect == INTEGRATOR and query.flow_job_ids is not None:
+            for job in jobs:
+                del job["_flowId"], job["_integrationId"]
+        return jobs
 
-    def cancel(self, job_id: str, now_ms: int, by: str) -> dict[str, Any]:
+    def cancel(
+        self, job_id: str, now_ms: int, by: str, dialect: str = "reference"
+    ) -> dict[str, Any]:
         """Cancel a running or queued flow job and its unfinished children; returns the job."""
         row = self._existing_row(job_id, now_ms)
         if row is None:
@@ -123,10 +155,11 @@ class Account:
             when = max(now_ms, self.history.created[child])
             if self._status(child, when) < COMPLETED:
                 self._cancels[child] = (when, by)
-        return self._render(row, now_ms)
+        return self._render(row, now_ms, dialect)
 
-    def _render(self, row: int, now_ms: int) -> dict[str, Any]:
-        return render_job(self.history, row, now_ms, self._cancels.get(row), self.retention_ms)
+    def _render(self, row: int, now_ms: int, dialect: str = "reference") -> dict[str, Any]:
+        cancel = self._cancels.get(row)
+        return render_job(self.history, row, now_ms, cancel, self.retention_ms, dialect)
 
     def _status(self, row: int, now_ms: int) -> int:
         return status_at(self.history, row, now_ms, self._cancels.get(row))
@@ -158,7 +191,9 @@ class Account:
                 children.append(child)
         return children
 
-    def _matching_rows(self, query: JobFilter, now_ms: int, limit: int) -> list[int]:
+    def _matching_rows(
+        self, query: JobFilter, now_ms: int, limit: int, dialect: str = "reference"
+    ) -> list[int]:
         """Matching rows newest first: the first `limit`, plus the rest of the last one's
         millisecond (so that shuffling can pick any of them)."""
         created = self.history.created
@@ -171,7 +206,7 @@ class Account:
         for row in candidates:
             if boundary is not None and created[row] != boundary:
                 break
-            if self._listed(row, now_ms) and self._matches(row, query, now_ms):
+            if self._listed(row, now_ms) and self._matches(row, query, now_ms, dialect):
                 rows.append(row)
                 if boundary is None and len(rows) == limit:
                     boundary = created[row]
@@ -216,14 +251,20 @@ class Account:
             narrow(self._import_owner[i][0] for i in query.import_ids if i in self._import_owner)
         return allowed
 
-    def _matches(self, row: int, query: JobFilter, now_ms: int) -> bool:
+    def _matches(self, row: int, query: JobFilter, now_ms: int, dialect: str) -> bool:
         """The filters other than createdAt and the flows, which the candidates already obey."""
         history = self.history
         kind = history.type[row]
-        if query.types is not None and TYPES[kind] not in query.types:
+        if dialect == INTEGRATOR:
+            listed = _LISTED_KIND[_listing_of(query)]
+            if listed is not None and kind != listed:
+                return False
+        if query.types is not None and type_name(history, row, dialect) not in query.types:
             return False
-        if query.statuses is not None and STATUSES[self._status(row, now_ms)] not in query.statuses:
-            return False
+        if query.statuses is not None:
+            status = status_name(history, row, self._status(row, now_ms), dialect)
+            if status not in query.statuses:
+                return False
         if query.export_ids is not None:
             exports = history.flows[history.flow[row]].export_ids
             if kind == IMPORT or exports[history.resource[row]] not in query.export_ids:
@@ -240,6 +281,26 @@ class Account:
                 if not lowest <= counts[position] <= highest:
                     return False
         return True
+
+
+_LISTED_KIND: dict[str, int | None] = {
+    "flow_job": None,
+    "export": EXPORT,
+    "import": IMPORT,
+    "top": FLOW,
+}
+
+
+def _listing_of(query: JobFilter) -> str:
+    """Which jobs an integrator.io listing holds: children of flow jobs, of one step, or
+    top-level jobs only."""
+    if query.flow_job_ids is not None:
+        return "flow_job"
+    if query.export_ids is not None:
+        return "export"
+    if query.import_ids is not None:
+        return "import"
+    return "top"
 
 
 def _merge_newest_first(per_flow: Iterable[Any], low: int, high: int) -> Iterator[int]:

@@ -1,8 +1,9 @@
-"""The filters of one `GET /jobs` request, read from its query string in either spelling.
+"""The filters of one `GET /jobs` request, read from its query string in one dialect.
 
 The reference spells resource filters `flow_id`, `flow_id_in`, ...; integrator.io spells
-them `_flowId`, `_flowId_in`, ... and its clients may also send list items as indexed keys
-(`_flowId_in[0]=A&_flowId_in[1]=B`). Unknown parameters are ignored, as the API does.
+them `_flowId`, `_flowId_in`, ... List items may come comma-joined or as indexed keys
+(`_flowId_in[0]=A&_flowId_in[1]=B`). Unknown parameters, including the other dialect's
+spellings, are ignored, as the real API ignores a misspelled filter.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from jobsync.query import FILTER_STYLES, parameter_names
+from jobsync.dialect import DIALECTS, REFERENCE, Dialect
+from jobsync.query import parameter_names
 from jobsync.simulator.history import COUNT_FIELDS
 from jobsync.timestamps import parse_iso_ms
 
@@ -58,20 +60,27 @@ class JobFilter:
     created_lte: int | None = None
     count_ranges: tuple[tuple[int, float, float], ...] = ()
 
+    def names_resource_or_date(self) -> bool:
+        """Whether a resource or a date narrows the listing (integrator.io requires one)."""
+        resources = (self.flow_ids, self.integration_ids, self.export_ids, self.import_ids)
+        named = any(r is not None for r in (*resources, self.flow_job_ids))
+        return named or self.created_gte is not None or self.created_lte is not None
 
-def _field_names() -> dict[str, str]:
-    """Query parameter name -> JobQuery field, over both spellings."""
-    names: dict[str, str] = {}
-    for style in FILTER_STYLES:
-        names.update({param: field for field, param in parameter_names(style).items()})
-    return names
+    def names_children(self) -> bool:
+        """Whether it asks for child jobs the way integrator.io requires: by parent or step."""
+        return any(r is not None for r in (self.flow_job_ids, self.export_ids, self.import_ids))
 
 
-_FIELD_OF = _field_names()
+# dialect name -> (query parameter name -> JobQuery field)
+_FIELD_OF = {
+    name: {param: field for field, param in parameter_names(dialect).items()}
+    for name, dialect in DIALECTS.items()
+}
 
 
-def parse_filter(items: Iterable[tuple[str, str]]) -> JobFilter:
+def parse_filter(items: Iterable[tuple[str, str]], dialect: Dialect = REFERENCE) -> JobFilter:
     """The filter of a query string's (name, value) pairs; raises InvalidQuery."""
+    field_of = _FIELD_OF[dialect.name]
     sets: dict[str, set[str]] = {}
     lists: dict[str, set[str]] = {}
     gte: int | None = None
@@ -80,7 +89,7 @@ def parse_filter(items: Iterable[tuple[str, str]]) -> JobFilter:
     highs: dict[int, float] = {}
     for name, value in items:
         indexed = _INDEXED.match(name)
-        field = _FIELD_OF.get(indexed.group(1) if indexed else name)
+        field = field_of.get(indexed.group(1) if indexed else name)
         if field is None or value == "" or (indexed and field not in _LIST_FIELDS):
             continue
         if field in _LIST_FIELDS:

@@ -29,6 +29,27 @@ from jobsync.simulator.history import (
 from jobsync.timestamps import format_iso_ms
 
 Cancel = tuple[int, str]  # (when, by) of a cancellation through the API
+INTEGRATOR = "integrator"
+
+
+def type_name(history: History, row: int, dialect: str) -> str:
+    """The job's type as the dialect shows it: integrator.io also has retry jobs, top-level
+    jobs that some flow runs show up as."""
+    kind = history.type[row]
+    if dialect == INTEGRATOR and kind == FLOW:
+        if row % 29 == 3:
+            return "retry"
+        if row % 29 == 17:
+            return "bulk_retry"
+    return TYPES[kind]
+
+
+def status_name(history: History, row: int, status: int, dialect: str) -> str:
+    """The job's status as the dialect shows it: integrator.io reports some running flow
+    jobs as `retrying` (retrying failed records, still unfinished)."""
+    if dialect == INTEGRATOR and status == RUNNING and history.type[row] == FLOW and row % 3 == 1:
+        return "retrying"
+    return STATUSES[status]
 
 
 @lru_cache(maxsize=512)
@@ -94,9 +115,17 @@ def counts_at(history: History, row: int, now: int, cancel: Cancel | None) -> Se
 
 
 def render_job(
-    history: History, row: int, now: int, cancel: Cancel | None, retention_ms: int
+    history: History,
+    row: int,
+    now: int,
+    cancel: Cancel | None,
+    retention_ms: int,
+    dialect: str = "reference",
 ) -> dict[str, Any]:
-    """The job object exactly as `GET /jobs` and `GET /jobs/{id}` return it at `now`."""
+    """The job object exactly as `GET /jobs` and `GET /jobs/{id}` return it at `now`.
+
+    In the integrator dialect some child jobs name their flow job `_parentJobId` instead of
+    `_flowJobId`, and some finished jobs have no `purgeAt`."""
     flow = history.flows[history.flow[row]]
     kind = history.type[row]
     odd = history.odd[row]
@@ -114,8 +143,8 @@ def render_job(
 
     job: dict[str, Any] = {
         "_id": history.job_id(row),
-        "type": TYPES[kind],
-        "status": STATUSES[status],
+        "type": type_name(history, row, dialect),
+        "status": status_name(history, row, status, dialect),
         "_integrationId": flow.integration_id,
         "_flowId": flow.id,
     }
@@ -124,7 +153,8 @@ def render_job(
     else:
         job["_exportId"] = flow.export_ids[history.resource[row]]
     if kind != FLOW:
-        job["_flowJobId"] = history.job_id(history.parent[row])
+        parent_key = "_parentJobId" if dialect == INTEGRATOR and row % 4 == 0 else "_flowJobId"
+        job[parent_key] = history.job_id(history.parent[row])
     job["numSuccess"] = success
     job["numError"] = error
     if not odd & ODD_NO_IGNORE:
@@ -147,7 +177,8 @@ def render_job(
     if finished:
         job["endedAt"] = iso(end)
         job["lastModified"] = job["endedAt"]
-        job["purgeAt"] = iso(end + retention_ms)
+        if dialect != INTEGRATOR or row % 9 != 4:
+            job["purgeAt"] = iso(end + retention_ms)
     else:
         if nulls:
             job["endedAt"] = None

@@ -4,6 +4,7 @@ limit, a rate limit, latency and injected faults, each as the real API shows the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import math
 import random
@@ -16,9 +17,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from jobsync.dialect import DIALECTS, INTEGRATOR
 from jobsync.simulator.account import Account, CancelRefused, JobNotFound
 from jobsync.simulator.clock import Clock
-from jobsync.simulator.filters import InvalidQuery, parse_filter
+from jobsync.simulator.faults import FaultInjector, FaultLog, FaultPlan
+from jobsync.simulator.filters import InvalidQuery, JobFilter, parse_filter
 from jobsync.simulator.ratelimit import LeakyBucket
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -29,10 +32,11 @@ _CANCEL_STATUS = {"invalid_operation": 400, "conflict": 409}
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """How the simulated API behaves. `burst` defaults to `rate_limit` (one second's worth)."""
+    """How the simulated API behaves. `burst` defaults to `rate_limit` (one second's worth);
+    `page_size` to the dialect's page cap (1001 reference, 1000 integrator)."""
 
     token: str
-    page_size: int = 1001
+    page_size: int | None = None
     latency_ms: float = 0
     rate_limit: float | None = None
     burst: int | None = None
@@ -41,11 +45,16 @@ class ServerOptions:
     seed: int = 1
     max_request_line: int = 8192
     canceled_by: str = "api-user@example.com"
+    dialect: str = "reference"
+    # outages, 429 storms, stalls, bad bodies and bad records (faults.py)
+    faults: FaultPlan = field(default_factory=FaultPlan)
 
     def __post_init__(self) -> None:
         if not self.token:
             raise ValueError("the token must not be empty")
-        if self.page_size < 1 or self.latency_ms < 0 or self.max_request_line < 16:
+        if self.dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}")
+        if self.page_cap < 1 or self.latency_ms < 0 or self.max_request_line < 16:
             raise ValueError("page_size, latency_ms or max_request_line out of range")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError("rate_limit must be > 0 requests per second")
@@ -53,6 +62,11 @@ class ServerOptions:
             raise ValueError("burst must be at least 1")
         if not 0 <= self.fault_rate <= 1:
             raise ValueError("fault_rate must be between 0 and 1")
+
+    @property
+    def page_cap(self) -> int:
+        """The most jobs one listing returns."""
+        return self.page_size or DIALECTS[self.dialect].page_cap
 
 
 @dataclass
@@ -65,6 +79,7 @@ class ServerStats:
     faults: int = 0
     dropped: int = 0
     jobs_listed: int = 0
+    chaos: FaultLog = field(default_factory=FaultLog)  # what `ServerOptions.faults` did
 
 
 def error_response(
@@ -88,9 +103,12 @@ def make_app(
     app.on_response_prepare.append(api.stamp_date)
     app.router.add_get("/v1/jobs", api.list_jobs)
     app.router.add_get("/v1/jobs/{job_id}", api.get_job)
-    app.router.add_delete("/v1/jobs/{job_id}", api.cancel_job)
+    if options.dialect != INTEGRATOR.name:
+        app.router.add_delete("/v1/jobs/{job_id}", api.cancel_job)
     app.router.add_put("/v1/jobs/{job_id}/cancel", api.cancel_job)
     app.router.add_get("/v1/flows", api.list_flows)
+    if options.dialect == INTEGRATOR.name:
+        app.router.add_get("/v1/tokenInfo", api.token_info)
     return app
 
 
@@ -103,9 +121,11 @@ class _JobsApi:
         self.account = account
         self.clock = clock
         self.options = options
+        self.dialect = DIALECTS[options.dialect]
         self.stats = stats
         self.ties = random.Random(f"{options.seed}:ties")
         self.faults = random.Random(f"{options.seed}:faults")
+        self.chaos = FaultInjector(options.faults, options.seed, stats.chaos)
         self.bucket: LeakyBucket | None = None
         if options.rate_limit is not None:
             capacity = max(1, options.burst or options.rate_limit)
@@ -141,6 +161,12 @@ class _JobsApi:
         fault = self._fault()
         if fault in (500, 502, 503):
             return error_response(fault, "server_error", f"Injected fault (HTTP {fault})")
+        spoil = None
+        if fault is None and self.options.faults.active:
+            refusal = self.chaos.refuse()
+            if refusal is not None:
+                return refusal
+            spoil = self.chaos.pick()
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -149,6 +175,8 @@ class _JobsApi:
         # an error status never reaches the handler; a drop loses the answer of one that ran
         if fault == "drop" and isinstance(response, web.Response):
             return await self._drop_mid_body(request, response)
+        if spoil is not None and isinstance(response, web.Response):
+            return await self.chaos.spoil(spoil, request, response)
         return response
 
     async def stamp_date(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -183,17 +211,22 @@ class _JobsApi:
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         try:
-            query = parse_filter(request.query.items())
+            query = parse_filter(request.query.items(), self.dialect)
+            if self.dialect is INTEGRATOR:
+                _require_integrator_filters(query)
         except InvalidQuery as exc:
             return error_response(400, "invalid_query", str(exc))
         shuffle = self.ties if self.options.shuffle_ties else None
         now = self.clock.now_ms()
-        jobs = self.account.list_jobs(query, now, self.options.page_size, shuffle)
+        name = self.dialect.name
+        jobs = self.account.list_jobs(query, now, self.options.page_cap, shuffle, name)
         self.stats.jobs_listed += len(jobs)
+        if not jobs and self.dialect is INTEGRATOR:
+            return web.Response(status=204)
         return json_response(jobs)
 
     async def get_job(self, request: web.Request) -> web.Response:
-        job = self.account.job(request.match_info["job_id"], self.clock.now_ms())
+        job = self.account.job(request.match_info["job_id"], self.clock.now_ms(), self.dialect.name)
         if job is None:
             return error_response(404, "not_found", "Job not found")
         return json_response(job)
@@ -201,7 +234,8 @@ class _JobsApi:
     async def cancel_job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
         try:
-            job = self.account.cancel(job_id, self.clock.now_ms(), self.options.canceled_by)
+            now = self.clock.now_ms()
+            job = self.account.cancel(job_id, now, self.options.canceled_by, self.dialect.name)
         except JobNotFound:
             return error_response(404, "not_found", "Job not found")
         except CancelRefused as exc:
@@ -209,4 +243,22 @@ class _JobsApi:
         return json_response(job)
 
     async def list_flows(self, request: web.Request) -> web.Response:
-        return json_response(self.account.flows())
+        return json_response(self.account.flows(self.dialect.name))
+
+    async def token_info(self, request: web.Request) -> web.Response:
+        """`GET /tokenInfo`: who the (already checked) token belongs to; never the token."""
+        digest = hashlib.sha256(self.options.token.encode()).hexdigest()
+        info = {"_id": digest[:24], "_userId": digest[24:48], "name": "simulator token"}
+        return json_response({**info, "scope": "full"})
+
+
+def _require_integrator_filters(query: JobFilter) -> None:
+    """integrator.io refuses a listing with neither a resource nor a date, and a listing of
+    child jobs that names neither their flow job nor their step."""
+    if not query.names_resource_or_date():
+        raise InvalidQuery("a listing needs a resource filter (e.g. _flowId) or a date filter")
+    children = {"export", "import"} & (query.types or frozenset())
+    if children and not query.names_children():
+        raise InvalidQuery(
+            f"type {'/'.join(sorted(children))} needs _flowJobId, _exportId or _importId"
+        )
