@@ -7,6 +7,8 @@ exactly where its last commit left it.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -24,6 +26,8 @@ from jobsync.records import JOB_COLUMNS, Reject
 from jobsync.schema_files import schema_text
 from jobsync.timestamps import ms_to_datetime
 
+log = logging.getLogger("jobsync.store")
+
 SCHEMA_VERSION = 2
 # version -> statements that bring a file of the version before it there, run before and
 # after schemas/warehouse.sql (which creates what is missing).
@@ -32,7 +36,8 @@ _MIGRATE_AFTER = {2: ("INSERT INTO jobs SELECT * FROM jobs_v1", "DROP TABLE jobs
 UNFINISHED_STATUSES = ("queued", "running", "retrying")  # integrator.io's `retrying` too
 # DuckDB's buffers for a sync's connection: what it writes spills to disk beyond this, so the
 # sync's memory does not grow with the warehouse (scripts/bench.py, peak RSS figure).
-SYNC_MEMORY_LIMIT = "32MB"
+SYNC_MEMORY_MB = 32
+MAX_MEMORY_MB = 4096
 
 _DATA_COLUMNS = ", ".join(JOB_COLUMNS)
 _UPDATE_SET = ", ".join(f"{c} = b.{c}" for c in JOB_COLUMNS if c != "id")
@@ -105,36 +110,43 @@ class Warehouse:
         self.connection = connection
         self.path = path
         self._batches: duckdb.DuckDBPyConnection | None = None
+        self.memory_mb: int | None = None
 
     @classmethod
     def open(
-        cls, path: Path, *, read_only: bool = False, memory_limit: str | None = None
+        cls, path: Path, *, read_only: bool = False, memory_mb: int | None = None
     ) -> Warehouse:
         """Open (or create) the warehouse and bring its schema to the current version.
-        `memory_limit` caps DuckDB's buffers (e.g. "64MB"; it spills to disk beyond)."""
+        `memory_mb` caps DuckDB's buffers (it spills to disk beyond; a batch that cannot fit
+        raises it)."""
         path = Path(path)
         if read_only and not path.exists():
             raise WarehouseError(f"no warehouse at {path}: run `jobsync sync` first")
         if not read_only and not path.parent.exists():
             raise WarehouseError(f"cannot create {path}: folder {path.parent} does not exist")
         try:
-            config = {} if memory_limit is None else {"memory_limit": memory_limit}
+            config = {} if memory_mb is None else {"memory_limit": f"{memory_mb}MB"}
             connection = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             raise _open_error(path, exc) from None
         except duckdb.Error as exc:
             raise WarehouseError(f"cannot open {path}: {_first_line(exc)}") from None
         warehouse = cls(connection, path)
+        warehouse.memory_mb = memory_mb
         try:
             connection.execute("SET TimeZone = 'UTC'")
             # Checkpoints rewrite and recompress `raw`; the default (16 MB of log) made them
             # the bulk of a backfill's commit time (scripts/bench.py, ingest figure).
             connection.execute("SET checkpoint_threshold = '256MB'")
+            try:
+                warehouse._check_version()
+                if not read_only:  # before the first write: a damaged file stays as it is
+                    warehouse._verify_readable()
+            except duckdb.Error as exc:
+                raise _damaged(path, exc) from None
             if not read_only:
                 warehouse._migrate()
                 warehouse._create_views()
-            else:
-                warehouse._check_version()
         except BaseException:
             connection.close()
             raise
@@ -193,6 +205,7 @@ class Warehouse:
         with self._transaction():
             if steps:
                 self._drop_views()  # they name the tables a migration replaces
+                self.connection.execute("DELETE FROM jobsync_meta WHERE key = 'views_sha256'")
             for step in steps:
                 self._execute_all(_MIGRATE_BEFORE.get(step, ()))
             self._execute_all(_statements(schema_text("warehouse.sql")))
@@ -214,11 +227,32 @@ class Warehouse:
         for (name,) in views:
             self.connection.execute(f'DROP VIEW "{name}"')
 
+    def _verify_readable(self) -> None:
+        """Read every row of every table: DuckDB checks each block's checksum as it loads
+        it, so a damaged file is refused here, before anything is written to it."""
+        tables = self.connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary"
+        ).fetchall()
+        for (table,) in tables:
+            self.connection.execute(f'SELECT count(*), bit_xor(hash(t)) FROM "{table}" AS t')
+            self.connection.fetchall()
+
     def _create_views(self) -> None:
-        """(Re)create the analyst views, so a newer jobsync's views replace an older one's."""
+        """(Re)create the analyst views when views.sql changed, so a newer jobsync's views
+        replace an older one's (and an open that changes nothing writes nothing)."""
+        text = schema_text("views.sql")
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        row = _first_row(
+            self.connection.execute("SELECT value FROM jobsync_meta WHERE key = 'views_sha256'")
+        )
+        if row is not None and row[0] == digest:
+            return
         with self._transaction():
-            for statement in _statements(schema_text("views.sql")):
+            for statement in _statements(text):
                 self.connection.execute(statement)
+            self.connection.execute(
+                "INSERT OR REPLACE INTO jobsync_meta VALUES ('views_sha256', ?)", [digest]
+            )
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -347,7 +381,26 @@ class Warehouse:
             # Its own connection: a result left unread on the main one (by a caller) would
             # make DuckDB refuse to register the batch.
             self._batches = self.connection.cursor()
-        return _commit(self._batches, rows, rejects, cursors, run_id, ms_to_datetime(now_ms))
+        now = ms_to_datetime(now_ms)
+        while True:
+            try:
+                return _commit(self._batches, rows, rejects, cursors, run_id, now)
+            except duckdb.OutOfMemoryException as exc:
+                if not self._raise_memory_limit():
+                    raise WarehouseError(
+                        f"DuckDB ran out of memory storing a batch of {rows.num_rows} jobs "
+                        f"({rows.nbytes // 2**20} MB): {_first_line(exc)}"
+                    ) from None
+
+    def _raise_memory_limit(self) -> bool:
+        """Double a capped connection's memory (a batch of huge records needs several times
+        its size), up to MAX_MEMORY_MB; False when there is no more to give."""
+        if self.memory_mb is None or self.memory_mb >= MAX_MEMORY_MB:
+            return False
+        self.memory_mb = min(2 * self.memory_mb, MAX_MEMORY_MB)
+        log.warning("a batch needs more memory: DuckDB's limit raised to %d MB", self.memory_mb)
+        self.connection.execute(f"SET memory_limit = '{self.memory_mb}MB'")
+        return True
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.connection)
@@ -468,6 +521,14 @@ def _statements(sql: str) -> list[str]:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _damaged(path: Path, exc: duckdb.Error) -> WarehouseError:
+    """A read that failed on a file that opened: its blocks are damaged."""
+    return WarehouseError(
+        f"{path} is damaged ({_first_line(exc)}); it was left as it is: restore it from a "
+        "backup, or move it aside and sync into a new file"
+    )
 
 
 def _open_error(path: Path, exc: duckdb.IOException) -> WarehouseError:

@@ -258,3 +258,34 @@ def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
         )
         assert constraints == [(0,)]
         commit(wh, [job("c")])
+
+
+def test_a_batch_too_big_for_the_memory_cap_raises_the_cap_and_is_stored(tmp_path: Path) -> None:
+    records = [job(f"huge{n}", blob="x" * 4_000_000) for n in range(6)]
+    with Warehouse.open(tmp_path / "jobs.duckdb", memory_mb=32) as wh:
+        counts = commit(wh, records)
+        assert counts.inserted == 6 and wh.memory_mb is not None and wh.memory_mb > 32
+        assert rows(wh, "SELECT sum(length(raw::VARCHAR)) > 24000000 FROM jobs") == [(True,)]
+
+
+def test_reopening_an_unchanged_warehouse_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.duckdb"
+    with Warehouse.open(path) as wh:
+        commit(wh, [job("a")])
+    before = path.read_bytes()
+    Warehouse.open(path).close()
+    assert path.read_bytes() == before
+
+
+def test_a_damaged_file_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.duckdb"
+    with Warehouse.open(path) as wh:
+        commit(wh, [job(f"j{n}", blob="y" * 2000) for n in range(2000)])
+    damaged = bytearray(path.read_bytes())
+    for offset in range(len(damaged) // 3, len(damaged), len(damaged) // 3):
+        damaged[offset : offset + 4096] = b"\xde\xad\xbe\xef" * 1024
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(WarehouseError, match="is damaged"):
+        Warehouse.open(path)
+    assert path.read_bytes() == bytes(damaged)
+    assert not Path(f"{path}.wal").exists()
