@@ -1,5 +1,5 @@
-"""The HTTP client of the Jobs API: one session, bounded concurrency, an adaptive rate limit,
-retries of what is transient, and typed errors that never carry the token.
+"""The HTTP client of the Jobs API: one session, adaptive concurrency and rate limit, retries
+of what is transient, and typed errors that never carry the token.
 
 Every aiohttp exception is turned into a message here and the jobsync error is raised
 outside the `except` block, so no aiohttp object (whose repr can hold request headers)
@@ -28,6 +28,7 @@ import orjson
 from yarl import URL
 
 from jobsync import __version__
+from jobsync.concurrency import AdaptiveConcurrency
 from jobsync.config import Settings
 from jobsync.dialect import DEFAULT_DIALECT, Dialect, dialect_named
 from jobsync.errors import (
@@ -61,7 +62,8 @@ class ClientSettings:
     token: ApiToken
     dialect: str = DEFAULT_DIALECT
     allow_insecure: bool = False
-    max_in_flight: int = 8
+    concurrency: int = 8  # requests in flight to start with
+    max_concurrency: int = 64  # the most the in-flight window widens to
     rate_limit: float = 20.0
     max_rate: float = 1000.0
     timeout: float = 60.0
@@ -76,7 +78,8 @@ def client_settings(settings: Settings) -> ClientSettings:
         token=settings.require_token(),
         dialect=settings.dialect,
         allow_insecure=settings.insecure,
-        max_in_flight=settings.concurrency,
+        concurrency=settings.concurrency,
+        max_concurrency=settings.max_concurrency,
         rate_limit=settings.rate_limit,
         max_rate=settings.max_rate,
         timeout=settings.timeout,
@@ -174,7 +177,9 @@ class JobsClient:
         self._session = session
         self._own_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
-        self._semaphore = asyncio.Semaphore(settings.max_in_flight)
+        self.in_flight = AdaptiveConcurrency(
+            settings.concurrency, settings.max_concurrency, clock=clock
+        )
         self._sleep = sleep
         self._clock = clock
         self._policy = RetryPolicy(
@@ -194,7 +199,7 @@ class JobsClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self.settings.max_in_flight),
+                connector=aiohttp.TCPConnector(limit=self.in_flight.ceiling),
                 headers={"User-Agent": f"jobsync/{__version__}", "Accept": "application/json"},
             )
         return self
@@ -205,6 +210,13 @@ class JobsClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        gate = self.in_flight
+        log.info(
+            "requests in flight: at most %d at once; window %d at the end (%d cut by 429)",
+            gate.peak,
+            gate.limit,
+            gate.decreases,
+        )
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -290,12 +302,14 @@ class JobsClient:
                 answer = self._parse(reply, expect)
                 if isinstance(answer, _Answer):
                     self.limiter.on_success()
+                    self.in_flight.on_success()
                     return answer
                 problem = answer
                 self.stats.transport_errors += 1
             elif reply.status == 429:
                 retry_after = parse_retry_after(reply.retry_after, _http_date(reply.date))
                 self.limiter.on_throttled(retry_after)
+                self.in_flight.on_throttled()
                 self.stats.throttled += 1
                 problem, final = self._describe_status(reply), RateLimited
             elif is_retryable_status(reply.status):
@@ -323,34 +337,37 @@ class JobsClient:
             await self._sleep(delay)
 
     async def _send(self, method: str, url: URL) -> _Reply | str:
-        """One request under the concurrency bound and the rate limit: the reply, or what
+        """One request in an in-flight slot and at the rate limit's pace: the reply, or what
         kept it from arriving."""
         if self._session is None:
             raise RuntimeError("JobsClient used outside `async with`")
         headers = {"Authorization": f"Bearer {self.settings.token.reveal()}"}
-        async with self._semaphore:
-            await self.limiter.acquire()
+        await self.in_flight.acquire()
+        try:
+            with self.in_flight.pacing():
+                await self.limiter.acquire()
             self.stats.requests += 1
-            try:
-                async with self._session.request(
-                    method, url, headers=headers, timeout=self._timeout, allow_redirects=False
-                ) as response:
-                    body = await response.read()
-                    reply = _Reply(
-                        status=response.status,
-                        reason=response.reason or "",
-                        body=body,
-                        retry_after=response.headers.get("Retry-After"),
-                        date=response.headers.get("Date"),
-                        location=response.headers.get("Location"),
-                        next_url=_next_link(response),
-                    )
-            except TimeoutError:
-                return f"no complete answer within {self.settings.timeout:g} s"
-            except aiohttp.ClientPayloadError as exc:
-                return f"response body cut short ({_first_line(exc)})"
-            except (aiohttp.ClientError, OSError) as exc:
-                return f"{type(exc).__name__}: {_first_line(exc)}"
+            async with self._session.request(
+                method, url, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as response:
+                body = await response.read()
+                reply = _Reply(
+                    status=response.status,
+                    reason=response.reason or "",
+                    body=body,
+                    retry_after=response.headers.get("Retry-After"),
+                    date=response.headers.get("Date"),
+                    location=response.headers.get("Location"),
+                    next_url=_next_link(response),
+                )
+        except TimeoutError:
+            return f"no complete answer within {self.settings.timeout:g} s"
+        except aiohttp.ClientPayloadError as exc:
+            return f"response body cut short ({_first_line(exc)})"
+        except (aiohttp.ClientError, OSError) as exc:
+            return f"{type(exc).__name__}: {_first_line(exc)}"
+        finally:
+            self.in_flight.release()
         self._note_server_time(reply.date)
         return reply
 

@@ -233,8 +233,10 @@ def status(**flags: Any) -> None:
     jobs awaiting refresh, rejects, and warnings.
 
     A purge-risk warning comes when the last successful sync is older than the retention
-    (JOBSYNC_RETENTION_DAYS, default 30) minus --margin-days: it says how many days remain
-    before the API deletes jobs the archive has not got. A gap warning names the window of
+    (learned per flow from its jobs' purgeAt, else JOBSYNC_RETENTION_DAYS, default 30; the
+    shortest counts, flows that keep nothing are only listed) minus --margin-days: it says
+    how many days remain before the API deletes jobs the archive has not got. A gap warning
+    names the window of
     jobs the API may have purged unseen when a run started more than the retention after the
     successful one before it. Warnings go to stderr; -q prints only them.
 
@@ -280,21 +282,32 @@ def status_text(report: StatusReport) -> str:
     """The report for a terminal: a few labelled lines, then one row per flow."""
     health = report.health
     last_reject = f" (newest {_short(health.last_reject_at)})" if health.last_reject_at else ""
+    keeping_nothing = [str(flow.flow_id) for flow in report.keeping_nothing]
     lines = [
         ("last successful run", _run_text(report.last_success, report.now)),
         ("last run", _run_text(report.last_run, report.now)),
+        ("retention", f"{report.retention.days:g} days ({report.retention.source})"),
         ("purge risk", ("AT RISK: " if report.at_risk else "none: ") + report.purge.message),
         ("gaps", f"{len(report.gaps)} (see the warnings)" if report.gaps else "none"),
         ("rejects", f"{health.rejects:,}{last_reject}"),
         ("partitions pending", f"{health.partitions_pending:,}"),
     ]
+    if keeping_nothing:
+        lines.append(
+            (
+                "keeping nothing",
+                f"{len(keeping_nothing)} flow(s) whose jobs the API purges as they end, which "
+                f"no schedule can save: {', '.join(keeping_nothing[:5])}",
+            )
+        )
     width = max(len(label) for label, _ in lines)
     text = "\n".join(f"{label.ljust(width)}  {value}" for label, value in lines)
     return f"{text}\n\n{flow_table(health.flows)}" if health.flows else text
 
 
 def flow_table(flows: Sequence[FlowHealth]) -> str:
-    """Jobs archived per flow, with their oldest and newest createdAt."""
+    """Jobs archived per flow, with their oldest and newest createdAt and the retention their
+    jobs' purgeAt shows ("default": none seen, --retention-days applies)."""
     rows = [
         (
             flow.flow_id,
@@ -302,10 +315,11 @@ def flow_table(flows: Sequence[FlowHealth]) -> str:
             _short(flow.oldest_created_at),
             _short(flow.newest_created_at),
             flow.unfinished,
+            "default" if flow.retention_days is None else f"{flow.retention_days:.3g} days",
         )
         for flow in flows
     ]
-    return result_table(("FLOW", "JOBS", "OLDEST", "NEWEST", "UNFINISHED"), rows)
+    return result_table(("FLOW", "JOBS", "OLDEST", "NEWEST", "UNFINISHED", "RETENTION"), rows)
 
 
 def _run_text(run: RunRecord | None, now: datetime) -> str:

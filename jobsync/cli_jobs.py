@@ -53,6 +53,18 @@ def jobs() -> None:
 @click.option("--max-success", type=click.IntRange(min=0), help="At most N successful records.")
 @click.option("--min-errors", type=click.IntRange(min=0), help="At least N failed records.")
 @click.option("--min-ignored", type=click.IntRange(min=0), help="At least N ignored records.")
+@click.option("--min-exported", type=click.IntRange(min=0), help="At least N exported records.")
+@click.option("--max-exported", type=click.IntRange(min=0), help="At most N exported records.")
+@click.option(
+    "--min-resolved",
+    type=click.IntRange(min=0),
+    help="At least N resolved errors (integrator dialect).",
+)
+@click.option(
+    "--retriable/--not-retriable",
+    default=None,
+    help="Only jobs that can (or cannot) be retried (integrator dialect).",
+)
 @click.option(
     "--limit", type=click.IntRange(min=1), help="At most N jobs, following pages as needed."
 )
@@ -74,6 +86,10 @@ def list_command(**flags: Any) -> None:
     with exit_on_error(flags["verbose"]):
         settings = build_settings(flags)
         query = _query(flags)
+        try:
+            query.params(settings.api_dialect)
+        except ValueError as exc:
+            raise click.UsageError(f"{exc}; is --dialect right?") from None
         if settings.api_dialect.listing_needs_filter and not query.has_resource_or_date():
             query = replace(query, created_at_gte=0)  # a date filter that keeps every job
         follow = flags["all_pages"] or flags["limit"] is not None
@@ -222,6 +238,10 @@ def _query(flags: dict[str, Any]) -> JobQuery:
         num_success_lte=flags["max_success"],
         num_error_gte=flags["min_errors"],
         num_ignore_gte=flags["min_ignored"],
+        num_export_gte=flags["min_exported"],
+        num_export_lte=flags["max_exported"],
+        num_resolved_gte=flags["min_resolved"],
+        retriable=flags["retriable"],
     )
 
 

@@ -56,7 +56,16 @@ _OUTCOME_EXIT = {"succeeded": 0, "partial": EXIT_PARTIAL, "failed": EXIT_FAILURE
     metavar="DURATION",
     help="Re-read this much before the last run's end for jobs listed late (default 1h).",
 )
-@click.option("--concurrency", type=int, help="Partitions crawled at once (default 8).")
+@click.option(
+    "--concurrency",
+    type=int,
+    help="Requests in flight to start with; more while the API keeps up (default 8).",
+)
+@click.option(
+    "--max-concurrency",
+    type=int,
+    help="The most requests in flight; fewer after a 429 (default 64).",
+)
 @click.option(
     "--rate-limit", type=float, help="Initial requests/s; adapts to throttling (default 20)."
 )
@@ -129,7 +138,6 @@ def sync_options(settings: Settings, flags: dict[str, Any]) -> SyncOptions:
         flow_ids=tuple(dict.fromkeys(f.strip() for f in flows)),
         since_ms=since,
         overlap_ms=int(settings.overlap.total_seconds() * 1000),
-        concurrency=settings.concurrency,
         max_duration_s=(
             None if settings.max_duration is None else settings.max_duration.total_seconds()
         ),

@@ -36,6 +36,7 @@ class Settings:
     db: Path = Path("jobsync.duckdb")
     parquet: str | None = None
     concurrency: int = 8
+    max_concurrency: int = 64
     rate_limit: float = 20.0
     max_rate: float = 1000.0
     timeout: float = 60.0
@@ -122,6 +123,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "db": ("JOBSYNC_DB", Path),
     "parquet": ("JOBSYNC_PARQUET", str),
     "concurrency": ("JOBSYNC_CONCURRENCY", _positive_int),
+    "max_concurrency": ("JOBSYNC_MAX_CONCURRENCY", _positive_int),
     "rate_limit": ("JOBSYNC_RATE_LIMIT", _positive_float),
     "timeout": ("JOBSYNC_TIMEOUT", _positive_float),
     "max_attempts": ("JOBSYNC_MAX_ATTEMPTS", _positive_int),

@@ -1,6 +1,7 @@
 """The two ways a Jobs API can speak: the reference's, and integrator.io's own.
 
-They differ in how filters are spelled and lists encoded, which listings need which filter,
+They differ in how filters are spelled and lists encoded, which filters exist (integrator.io
+also filters by `numResolved` and `retriable`), which listings need which filter,
 whether a flow listing also returns its child jobs, the page cap, the cancel verb, the
 types and statuses a job can have, and how a token is checked. Everything that differs is
 a field here, so the client and the crawler ask the dialect instead of testing its name.
@@ -17,6 +18,7 @@ class Dialect:
 
     name: str
     resource_names: dict[str, str]  # JobQuery field -> query parameter name
+    own_filter_names: dict[str, str]  # filters only this dialect has, likewise
     indexed_lists: bool  # lists as `name[0]=A&name[1]=B`, else `name=A,B`
     page_cap: int  # a page this long is full: more may follow
     cancel: tuple[str, str]  # (method, path template) of a cancellation
@@ -44,6 +46,7 @@ REFERENCE = Dialect(
         "flow_job_id": "flow_job_id",
         "types": "type_in",
     },
+    own_filter_names={},
     indexed_lists=False,
     page_cap=1001,
     cancel=("DELETE", "/jobs/{id}"),
@@ -68,6 +71,11 @@ INTEGRATOR = Dialect(
         "import_id": "_importId",
         "flow_job_id": "_flowJobId",
         "types": "type_in",
+    },
+    own_filter_names={
+        "num_resolved_gte": "numResolved_gte",
+        "num_resolved_lte": "numResolved_lte",
+        "retriable": "retriable",
     },
     indexed_lists=True,
     page_cap=1000,

@@ -3,7 +3,7 @@ a backfill is cut into. Pure functions, no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from jobsync.cursor import CursorState
@@ -116,3 +116,17 @@ def plan_partitions(
                 key = f"{run_id}-{group}-{batch_index}-{window_index}"
                 partitions.append(Partition.fresh(key, batch, gte, lte))
     return sorted(partitions, key=lambda p: (p.window_lte, p.key))
+
+
+def purge_first(
+    partitions: Sequence[Partition], retention_ms: Mapping[str, int], default_ms: int
+) -> list[Partition]:
+    """Partitions in the order the API purges their jobs: a window's end plus the shortest
+    retention of its flows (`retention_ms`, else `default_ms`). With one retention for every
+    flow this is oldest window first."""
+
+    def deadline(partition: Partition) -> tuple[int, str]:
+        kept = min(retention_ms.get(flow, default_ms) for flow in partition.flow_ids)
+        return partition.window_lte + kept, partition.key
+
+    return sorted(partitions, key=deadline)

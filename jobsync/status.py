@@ -2,9 +2,11 @@
 the archive has not got, and where past runs left holes the API may have purged unseen.
 
 The judgement is plain functions of `now` (tested without a clock); `read_health` is the one
-place that asks the warehouse. A job lives in the API for the retention (30 days) after it
-ends, so jobs created after the last successful run started start to vanish, unarchived,
-one retention after that start.
+place that asks the warehouse. A job lives in the API for the retention after it ends, so
+jobs created after the last successful run started start to vanish, unarchived, one
+retention after that start. The retention is 30 days by default, 60, 90 or 180 on some
+plans, and nothing for a flow set to keep nothing: each flow's is learned from its stored
+jobs' `purgeAt` (minus `endedAt`) where they carry one, else it is `--retention-days`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ from typing import Any
 from jobsync.store import UNFINISHED_STATUSES, Warehouse
 
 DEFAULT_MARGIN_DAYS = 7
+# A flow whose jobs purge sooner than this after they end keeps nothing worth a schedule:
+# no sync can promise to save them, so they are reported rather than judged at risk.
+KEEPS_NOTHING_BELOW_DAYS = 1 / 24
 _DAY = timedelta(days=1)
 
 _RUNS = """
 SELECT run_id, started_at, ended_at, outcome, error FROM sync_runs ORDER BY started_at, run_id
 """
+# A flow's retention is that of its newest ended job with a purgeAt: the flow's setting now.
 _FLOWS = f"""
 SELECT flow_id, count(*), min(created_at), max(created_at),
-       count(*) FILTER (WHERE status IN ({", ".join("?" for _ in UNFINISHED_STATUSES)}))
+       count(*) FILTER (WHERE status IN ({", ".join("?" for _ in UNFINISHED_STATUSES)})),
+       arg_max((epoch_ms(purge_at) - epoch_ms(ended_at)) / 86400000.0, created_at)
+           FILTER (WHERE purge_at IS NOT NULL AND ended_at IS NOT NULL)
 FROM jobs GROUP BY flow_id ORDER BY flow_id NULLS FIRST
 """
 _REJECTS = "SELECT count(*), max(seen_at) FROM rejects"
@@ -51,6 +59,12 @@ class FlowHealth:
     oldest_created_at: datetime
     newest_created_at: datetime
     unfinished: int  # queued or running when last seen: the next sync fetches them again
+    retention_days: float | None = None  # purgeAt - endedAt of its newest such job; None: none
+
+    @property
+    def keeps_nothing(self) -> bool:
+        """The API purges its jobs (next to) as soon as they end."""
+        return self.retention_days is not None and self.retention_days < KEEPS_NOTHING_BELOW_DAYS
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,28 @@ class ArchiveHealth:
     rejects: int
     last_reject_at: datetime | None
     partitions_pending: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the API keeps the jobs that purge first, and where that was learned."""
+
+    days: float
+    source: str  # "--retention-days", or the flow whose jobs' purgeAt says so
+
+
+def shortest_retention(flows: Sequence[FlowHealth], default_days: float) -> Retention:
+    """The shortest retention of the stored flows that keep something: learned from purgeAt
+    where their jobs carry it, else the default (alone when no flow is stored)."""
+    default = Retention(default_days, "--retention-days")
+    candidates = [
+        default
+        if flow.retention_days is None
+        else Retention(flow.retention_days, f"purgeAt of flow {flow.flow_id}")
+        for flow in flows
+        if not flow.keeps_nothing
+    ]
+    return min(candidates, key=lambda r: r.days, default=default)
 
 
 @dataclass(frozen=True)
@@ -99,16 +135,22 @@ class StatusReport:
     """The health of the archive at `now`, judged."""
 
     now: datetime
-    retention_days: int
+    retention_days: int  # the default, for flows whose jobs carry no purgeAt
     margin_days: int
     health: ArchiveHealth
     last_success: RunRecord | None
     purge: PurgeRisk
     gaps: tuple[Gap, ...]
+    retention: Retention  # the shortest that applies: what the purge risk and gaps use
 
     @property
     def at_risk(self) -> bool:
         return self.purge.at_risk
+
+    @property
+    def keeping_nothing(self) -> tuple[FlowHealth, ...]:
+        """Flows whose jobs the API purges as they end: no schedule saves them all."""
+        return tuple(flow for flow in self.health.flows if flow.keeps_nothing)
 
     @property
     def last_run(self) -> RunRecord | None:
@@ -124,6 +166,8 @@ class StatusReport:
         return {
             "now": self.now.isoformat(),
             "retention_days": self.retention_days,
+            "retention": {"days": self.retention.days, "source": self.retention.source},
+            "flows_keeping_nothing": [flow.flow_id for flow in self.keeping_nothing],
             "margin_days": self.margin_days,
             "at_risk": self.at_risk,
             "last_success": _run_dict(self.last_success, self.now),
@@ -150,6 +194,7 @@ class StatusReport:
                     "oldest_created_at": flow.oldest_created_at.isoformat(),
                     "newest_created_at": flow.newest_created_at.isoformat(),
                     "unfinished": flow.unfinished,
+                    "retention_days": flow.retention_days,
                 }
                 for flow in self.health.flows
             ],
@@ -161,7 +206,7 @@ class StatusReport:
 
 
 def purge_risk(
-    last_success_at: datetime | None, now: datetime, retention_days: int, margin_days: int
+    last_success_at: datetime | None, now: datetime, retention_days: float, margin_days: int
 ) -> PurgeRisk:
     """At risk when the last successful run started more than `retention_days - margin_days`
     days before `now`, or when there has been none."""
@@ -171,7 +216,7 @@ def purge_risk(
             None,
             None,
             "no successful sync yet: the API purges every job it lists "
-            f"{retention_days} days after it ends; run `jobsync sync`",
+            f"{retention_days:g} days after it ends; run `jobsync sync`",
         )
     retention = timedelta(days=retention_days)
     deadline = last_success_at + retention
@@ -190,14 +235,14 @@ def purge_risk(
         )
     else:
         message = (
-            f"{age}, longer than the API keeps jobs ({retention_days} days); jobs "
+            f"{age}, longer than the API keeps jobs ({retention_days:g} days); jobs "
             f"created from {_when(last_success_at)} to {_when(now - retention)} may already "
             "be purged and lost; run `jobsync sync` now to save the rest"
         )
     return PurgeRisk(True, deadline, days_left, message)
 
 
-def find_gaps(runs: Sequence[RunRecord], retention_days: int) -> list[Gap]:
+def find_gaps(runs: Sequence[RunRecord], retention_days: float) -> list[Gap]:
     """Each successful run that the next run (of any outcome) started more than the retention
     after, once, with the window of jobs that may have been purged unseen meanwhile."""
     retention = timedelta(days=retention_days)
@@ -229,11 +274,12 @@ def assess(
     retention_days: int,
     margin_days: int = DEFAULT_MARGIN_DAYS,
 ) -> StatusReport:
-    """Judge `health` at `now`."""
+    """Judge `health` at `now`, by the shortest retention of the flows that keep something."""
     last = latest_success(health.runs)
-    risk = purge_risk(last.started_at if last else None, now, retention_days, margin_days)
-    gaps = tuple(find_gaps(health.runs, retention_days))
-    return StatusReport(now, retention_days, margin_days, health, last, risk, gaps)
+    retention = shortest_retention(health.flows, retention_days)
+    risk = purge_risk(last.started_at if last else None, now, retention.days, margin_days)
+    gaps = tuple(find_gaps(health.runs, retention.days))
+    return StatusReport(now, retention_days, margin_days, health, last, risk, gaps, retention)
 
 
 def read_health(warehouse: Warehouse) -> ArchiveHealth:

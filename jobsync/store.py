@@ -354,6 +354,17 @@ class Warehouse:
         ).fetchall()
         return [Unfinished(job_id, flow_id, int(created)) for job_id, flow_id, created in rows]
 
+    def flow_retention_ms(self) -> dict[str, int]:
+        """flow id -> how long the API keeps its jobs after they end, as the purgeAt of its
+        newest ended job says (the flow's setting now); flows whose jobs carry none are absent."""
+        rows = self.connection.execute(
+            """SELECT flow_id, arg_max(epoch_ms(purge_at) - epoch_ms(ended_at), created_at)
+               FROM jobs WHERE flow_id IS NOT NULL AND purge_at IS NOT NULL
+                 AND ended_at IS NOT NULL
+               GROUP BY flow_id"""
+        ).fetchall()
+        return {flow_id: int(ms) for flow_id, ms in rows}
+
     def count_jobs(self, flow_ids: tuple[str, ...], gte_ms: int, lte_ms: int) -> int:
         """Stored jobs of these flows created within [gte, lte]: what listing them costs."""
         row = _first_row(

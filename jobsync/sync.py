@@ -17,7 +17,13 @@ from typing import Any
 from jobsync.crawl import Crawler, CrawlError, CrawlPage, widest_query
 from jobsync.cursor import CursorStuck
 from jobsync.errors import ApiError, Unauthorized
-from jobsync.partition import DAY_MS, Partition, pack_flow_batches, plan_partitions
+from jobsync.partition import (
+    DAY_MS,
+    Partition,
+    pack_flow_batches,
+    plan_partitions,
+    purge_first,
+)
 from jobsync.records import normalise_page
 from jobsync.refresh import plan_refresh
 from jobsync.store import RunCounts, Warehouse
@@ -34,7 +40,6 @@ class SyncOptions:
     flow_ids: tuple[str, ...] = ()  # empty: every flow that GET /flows lists
     since_ms: int | None = None
     overlap_ms: int = 3_600_000
-    concurrency: int = 8
     max_duration_s: float | None = None
     page_size: int = 1001
     retention_days: int = 30
@@ -169,7 +174,11 @@ class SyncRun:
             open_spans=self.options.retention_days + 1,
         )
         self.warehouse.save_plan(self.run_id, new, dict.fromkeys(flows, until))
-        partitions = sorted(pending + new, key=lambda p: (p.window_lte, p.key))
+        partitions = purge_first(
+            pending + new,
+            self.warehouse.flow_retention_ms(),
+            self.options.retention_days * DAY_MS,
+        )
         refresh = plan_refresh(
             self.warehouse.jobs_to_refresh(list(flows), until, self.options.retention_days),
             lambda flows: pack_flow_batches(flows, line_length),
@@ -225,7 +234,9 @@ class SyncRun:
 
     async def _produce(self, partitions: list[Partition], refresh_ids: list[str]) -> None:
         work: deque[Partition | str] = deque([*partitions, *refresh_ids])
-        workers = max(1, min(self.options.concurrency, len(work)))
+        # enough workers for the client's widest in-flight window; each takes work only when
+        # the window has room (see _worker)
+        workers = max(1, min(self.client.in_flight.ceiling, len(work)))
         try:
             async with asyncio.timeout(self.options.max_duration_s), asyncio.TaskGroup() as group:
                 for _ in range(workers):
@@ -235,6 +246,11 @@ class SyncRun:
 
     async def _worker(self, work: deque[Partition | str]) -> None:
         while work:
+            # Only when a request would go out at once: work starts oldest first and no more
+            # is open than the API serves.
+            await self.client.in_flight.wait_for_room()
+            if not work:
+                return
             item = work.popleft()
             try:
                 if isinstance(item, Partition):

@@ -81,15 +81,17 @@ def sync_into(
     sim: SimulatorServer, db: Path, token: str | None = None, **options: Any
 ) -> SyncSummary:
     """One real sync of the simulator into the DuckDB file `db`, in this process; `options`
-    are SyncOptions fields (the page size follows the simulator's unless given), and the
-    client speaks the simulator's dialect."""
+    are SyncOptions fields (the page size follows the simulator's unless given) or the
+    client's `concurrency` and `max_concurrency`, and the client speaks the simulator's dialect."""
     options.setdefault("page_size", sim.options.page_cap)
+    in_flight = {k: options.pop(k) for k in ("concurrency", "max_concurrency") if k in options}
     settings = ClientSettings(
         base_url=sim.url,
         token=ApiToken(token or sim.options.token),
         dialect=sim.options.dialect,
         rate_limit=500,
         max_retry_time=60,
+        **in_flight,
     )
 
     async def go() -> SyncSummary:

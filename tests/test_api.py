@@ -18,6 +18,7 @@ from conftest import FakeClock
 
 from jobsync.api import ClientSettings, JobsClient, check_base_url, client_settings
 from jobsync.config import Settings
+from jobsync.dialect import REFERENCE
 from jobsync.errors import (
     ApiError,
     ConfigError,
@@ -412,6 +413,7 @@ def test_client_settings_come_from_settings() -> None:
         dialect="reference",
         insecure=True,
         concurrency=3,
+        max_concurrency=12,
         rate_limit=5.0,
         timeout=7.0,
         max_attempts=2,
@@ -422,7 +424,8 @@ def test_client_settings_come_from_settings() -> None:
         "reference",
         True,
     )
-    assert (cs.max_in_flight, cs.rate_limit, cs.timeout, cs.max_attempts) == (3, 5.0, 7.0, 2)
+    assert (cs.concurrency, cs.max_concurrency) == (3, 12)
+    assert (cs.rate_limit, cs.timeout, cs.max_attempts) == (5.0, 7.0, 2)
     with pytest.raises(ConfigError, match="no API token"):
         client_settings(Settings())
 
@@ -615,6 +618,22 @@ def test_each_dialects_filter_spelling_on_the_wire(dialect: str, expected: str) 
         "HTTP/1.1"
     )
     assert client.request_line_length(query) == len(line.encode())
+
+
+def test_integrator_only_filters_on_the_wire_and_refused_in_the_reference() -> None:
+    query = JobQuery(
+        flow_id="f1", num_export_gte=2, num_export_lte=9, num_resolved_gte=1, retriable=False
+    )
+    _, requests, _ = on_wire(
+        [http_response(b"[]")], lambda c: c.list_jobs(query), dialect="integrator"
+    )
+    assert requests[0][0] == (
+        "GET /v1/jobs?_flowId=f1&numExport_gte=2&numExport_lte=9&numResolved_gte=1"
+        "&retriable=false HTTP/1.1"
+    )
+    assert JobQuery(num_export_gte=2).query_string(REFERENCE) == "numExport_gte=2"
+    with pytest.raises(ValueError, match="reference dialect has no retriable filter"):
+        JobQuery(retriable=True).query_string(REFERENCE)
 
 
 def test_authorization_header_on_the_wire() -> None:

@@ -203,10 +203,47 @@ def test_status_retention_and_margin_are_settings(db: Path) -> None:
     args = ["--db", str(db), "--check", "-q", "--as-of", as_of]
     assert invoke(status, *args).exit_code == 0
     assert invoke(status, *args, "--margin-days", "26").exit_code == 1
-    result = CliRunner().invoke(status, args, env={"JOBSYNC_RETENTION_DAYS": "10"})
-    assert result.exit_code == 1, result.stderr
+    shorter = {"JOBSYNC_RETENTION_DAYS": "10"}
+    result = CliRunner().invoke(status, args, env=shorter)
+    assert result.exit_code == 0, "the jobs' purgeAt says 30 days, over the setting"
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE jobs SET purge_at = NULL")
+    result = CliRunner().invoke(status, args, env=shorter)
+    assert result.exit_code == 1, "without purgeAt the setting applies"
     bad = invoke(status, *args, "--margin-days", "30")
     assert bad.exit_code == 2 and "below the retention" in bad.stderr
+
+
+def test_status_takes_a_longer_plan_retention_from_purge_at(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+    account = Account(AccountConfig(**{**ACCOUNT, "days": 5, "retention_days": 90}))
+    with SimulatorServer(account, ServerOptions(TOKEN)) as sim:
+        assert sync_into(sim, db).outcome == "succeeded"
+    as_of = (last_success(db) + timedelta(days=60)).isoformat()
+    healthy = invoke(status, "--db", str(db), "--check", "--as-of", as_of)
+    assert healthy.exit_code == 0, healthy.stderr
+    assert re.search(r"^retention\s+90 days \(purgeAt of flow \S+\)$", healthy.stdout, re.M)
+    assert "30.0 more days" in healthy.stdout
+    late = (last_success(db) + timedelta(days=84)).isoformat()
+    assert invoke(status, "--db", str(db), "--check", "-q", "--as-of", late).exit_code == 1
+
+
+def test_a_flow_that_keeps_nothing_is_reported_but_does_not_make_status_red(db: Path) -> None:
+    with duckdb.connect(str(db)) as con:
+        (flow,) = con.execute("SELECT min(flow_id) FROM jobs").fetchone()
+        con.execute("UPDATE jobs SET purge_at = ended_at WHERE flow_id = ?", [flow])
+        con.execute(
+            "UPDATE jobs SET purge_at = ended_at + INTERVAL 60 DAY WHERE flow_id <> ?", [flow]
+        )
+    as_of = (last_success(db) + timedelta(days=40)).isoformat()
+    result = invoke(status, "--db", str(db), "--check", "--json", "--as-of", as_of)
+    assert result.exit_code == 0, result.stdout
+    report = json.loads(result.stdout)
+    assert report["flows_keeping_nothing"] == [flow]
+    assert report["retention"]["days"] == pytest.approx(60)
+    assert report["warnings"] == []
+    text = invoke(status, "--db", str(db), "--as-of", as_of).stdout
+    assert re.search(rf"^keeping nothing\s+1 flow\(s\) .*: {flow}$", text, re.M)
 
 
 def test_status_json_for_monitoring(db: Path) -> None:

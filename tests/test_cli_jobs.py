@@ -152,6 +152,24 @@ def test_list_min_errors(simulator: Any) -> None:
     assert by_id(json.loads(result.stdout)) == by_id(expected)
 
 
+def test_list_by_exported_resolved_and_retriable(make_simulator: Any) -> None:
+    simulator = make_simulator(odd_share=0.5, days=10)
+    flow_id, flow_jobs = busiest_flow(simulator)
+    filters = ["--min-exported", "1", "--max-exported", "400", "--min-resolved", "1", "--retriable"]
+    result = invoke(simulator, "list", "--all", "--flow", flow_id, *filters, "--json")
+    if simulator.options.dialect == "reference":
+        assert result.exit_code == 2
+        assert "no numResolved_gte filter; is --dialect right?" in result.stderr
+        return
+    assert result.exit_code == 0, result.output
+    expected = [
+        j
+        for j in flow_jobs
+        if 1 <= j["numExport"] <= 400 and j.get("numResolved", 0) >= 1 and j.get("retriable")
+    ]
+    assert expected and by_id(json.loads(result.stdout)) == by_id(expected)
+
+
 def test_list_by_integration(simulator: Any) -> None:
     everything = listed(simulator)
     integration = Counter(j["_integrationId"] for j in everything).most_common()[-1][0]

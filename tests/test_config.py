@@ -39,9 +39,9 @@ def test_the_dialect_defaults_to_integrator_with_its_page_cap(tmp_path: Path) ->
 
 def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     (tmp_path / "jobsync.toml").write_text('concurrency = 3\noverlap = "2h"\ndb = "file.duckdb"\n')
-    env = {"JOBSYNC_CONCURRENCY": "5", "JOBSYNC_DB": "env.duckdb"}
+    env = {"JOBSYNC_CONCURRENCY": "5", "JOBSYNC_DB": "env.duckdb", "JOBSYNC_MAX_CONCURRENCY": "40"}
     settings = load_settings({"concurrency": 9}, env=env)
-    assert settings.concurrency == 9
+    assert (settings.concurrency, settings.max_concurrency) == (9, 40)
     assert settings.db == Path("env.duckdb")
     assert settings.overlap == timedelta(hours=2)
 
@@ -77,6 +77,7 @@ def test_a_token_in_the_config_file_is_refused(tmp_path: Path) -> None:
     ("flags", "env", "message"),
     [
         ({"concurrency": 0}, {}, "concurrency"),
+        ({}, {"JOBSYNC_MAX_CONCURRENCY": "0"}, "JOBSYNC_MAX_CONCURRENCY"),
         ({}, {"JOBSYNC_OVERLAP": "soon"}, "JOBSYNC_OVERLAP"),
         ({"region": "mars"}, {}, "region"),
         ({"page_size": 2000}, {}, "page cap"),

@@ -12,9 +12,11 @@ from jobsync.dialect import dialect_named
 from jobsync.partition import (
     DAY_MS,
     REQUEST_LINE_LIMIT,
+    Partition,
     pack_flow_batches,
     plan_partitions,
     plan_windows,
+    purge_first,
 )
 from jobsync.query import request_line_length
 
@@ -119,3 +121,14 @@ def test_a_far_lower_bound_gets_one_window_below_the_recent_spans() -> None:
     assert len(windows) == 32
     assert windows[0] == (0, hi - 31 * DAY_MS)
     assert windows[1][0] == hi - 31 * DAY_MS + 1
+
+
+def test_partitions_go_in_the_order_the_api_purges_them() -> None:
+    day = DAY_MS
+    short = Partition.fresh("short", ("A",), 5 * day, 6 * day)  # A's jobs kept 2 days
+    old = Partition.fresh("old", ("B",), 0, day)  # B: no purgeAt, the default 30 days
+    mixed = Partition.fresh("mixed", ("B", "A"), 20 * day, 21 * day)
+    ordered = purge_first([old, mixed, short], {"A": 2 * day}, default_ms=30 * day)
+    assert [p.key for p in ordered] == ["short", "mixed", "old"]
+    same = purge_first([mixed, old], {}, default_ms=30 * day)
+    assert [p.key for p in same] == ["old", "mixed"], "one retention: oldest window first"

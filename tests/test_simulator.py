@@ -263,6 +263,8 @@ def test_flow_and_type_lists_in_every_spelling(simulator: SimulatorServer) -> No
         ("numSuccess_gte", "100", lambda job: job["numSuccess"] >= 100),
         ("numSuccess_lte", "10", lambda job: job["numSuccess"] <= 10),
         ("numError_lte", "0", lambda job: job["numError"] <= 0),
+        ("numExport_gte", "100", lambda job: job["numExport"] >= 100),
+        ("numExport_lte", "10", lambda job: job["numExport"] <= 10),
         (
             "numIgnore_gte",
             "1",
@@ -727,6 +729,36 @@ def test_integrator_refuses_listings_without_a_filter_and_children_without_a_par
         reply = call(server, "/jobs?" + urlencode(params))
         assert reply.status == 400, params
         assert reply.body["errors"][0]["code"] == "invalid_query"
+
+
+def test_integrator_filters_by_resolved_errors_retriable_and_exported_records(
+    make_simulator: Make,
+) -> None:
+    server = integrator(make_simulator, odd_share=0.5)
+    top = subset(integrator_truth(server), lambda j: j["type"] in TOP_LEVEL)
+    every = [("createdAt_gte", "1970-01-01T00:00:00.000Z")]
+    for params, keep in [
+        ([("numResolved_gte", "1")], lambda j: j.get("numResolved", -1) >= 1),
+        ([("numResolved_lte", "0")], lambda j: j.get("numResolved", 1) <= 0),
+        ([("retriable", "true")], lambda j: j.get("retriable") is True),
+        ([("retriable", "false")], lambda j: j.get("retriable") is False),
+        (
+            [("numExport_gte", "50"), ("numExport_lte", "200")],
+            lambda j: 50 <= j["numExport"] <= 200,
+        ),
+    ]:
+        expected = subset(top, keep)
+        assert expected, params
+        assert crawl(server, every + params) == expected, params
+    reply = call(server, "/jobs?" + urlencode([*every, ("retriable", "yes")]))
+    assert (reply.status, reply.body["errors"][0]["code"]) == (400, "invalid_query")
+
+
+def test_the_reference_ignores_integrators_own_filters(make_simulator: Make) -> None:
+    server = make_simulator(odd_share=0.5, days=3)
+    everything = truth(server)
+    assert any("retriable" in job for job in everything.values())
+    assert crawl(server, [("retriable", "true"), ("numResolved_gte", "5")]) == everything
 
 
 def test_integrator_answers_an_empty_listing_with_204_and_no_body(make_simulator: Make) -> None:

@@ -12,12 +12,15 @@ from jobsync.partition import Partition
 from jobsync.records import Reject, normalise_page
 from jobsync.status import (
     ArchiveHealth,
+    FlowHealth,
+    Retention,
     RunRecord,
     assess,
     find_gaps,
     latest_success,
     purge_risk,
     read_health,
+    shortest_retention,
 )
 from jobsync.store import RunCounts, Warehouse
 
@@ -118,6 +121,39 @@ def test_assess_judges_the_latest_success() -> None:
     assert later.as_dict()["last_success"]["age_seconds"] == 24 * 86400
 
 
+def flow(flow_id: str, retention_days: float | None) -> FlowHealth:
+    return FlowHealth(flow_id, 10, T0 - 9 * DAY, T0, 0, retention_days)
+
+
+def test_the_shortest_retention_learned_from_purge_at_wins_else_the_default() -> None:
+    assert shortest_retention([], 30) == Retention(30, "--retention-days")
+    plans = [flow("a", 90.0), flow("b", 60.0)]
+    assert shortest_retention(plans, 30) == Retention(60.0, "purgeAt of flow b")
+    assert shortest_retention([*plans, flow("c", None)], 30) == Retention(30, "--retention-days")
+    assert shortest_retention([flow("a", 180.0), flow("c", None)], 200).days == 180.0
+
+
+def test_flows_that_keep_nothing_do_not_set_the_deadline() -> None:
+    nothing = flow("n", 0.0)
+    assert nothing.keeps_nothing and not flow("a", 1.0).keeps_nothing
+    assert not flow("u", None).keeps_nothing
+    assert shortest_retention([nothing, flow("a", 90.0)], 30).days == 90.0
+    assert shortest_retention([nothing], 30) == Retention(30, "--retention-days")
+
+
+def test_assess_uses_the_learned_retention_for_risk_and_gaps() -> None:
+    runs = (run("a", T0), run("b", T0 + 50 * DAY))
+    longer = ArchiveHealth(runs, (flow("a", 60.0), flow("n", 0.0)), 0, None, 0)
+    report = assess(longer, T0 + 75 * DAY, retention_days=30, margin_days=7)
+    assert not report.at_risk and report.gaps == ()
+    assert report.purge.days_left == pytest.approx(35.0)
+    assert [f.flow_id for f in report.keeping_nothing] == ["n"]
+    assert report.as_dict()["flows_keeping_nothing"] == ["n"]
+    assert report.warnings() == []
+    default = assess(health(*runs), T0 + 75 * DAY, retention_days=30, margin_days=7)
+    assert default.at_risk and len(default.gaps) == 1
+
+
 # -- the queries, on a real warehouse ---------------------------------------------------------
 
 
@@ -167,6 +203,47 @@ def test_read_health_reports_runs_flows_rejects_and_pending_work(tmp_path: Path)
     assert len(report.gaps) == 1 and report.gaps[0].next_run.run_id == "r2"
     warnings = report.warnings()
     assert [w.split(":")[0] for w in warnings] == ["purge risk", "gap"]
+
+
+def test_read_health_learns_each_flows_retention_from_its_newest_ended_job(
+    tmp_path: Path,
+) -> None:
+    def ended(job_id: str, flow: str, created: str, ended: str, purge: str | None) -> dict:
+        return {**job(job_id, flow, created), "endedAt": ended, "purgeAt": purge}
+
+    records = [
+        ended(
+            "a",
+            "f1",
+            "2026-10-01T00:00:00.000Z",
+            "2026-10-01T01:00:00.000Z",
+            "2026-10-31T01:00:00.000Z",
+        ),
+        ended(
+            "b",
+            "f1",
+            "2026-10-02T00:00:00.000Z",
+            "2026-10-02T01:00:00.000Z",
+            "2026-12-01T01:00:00.000Z",
+        ),
+        ended("c", "f1", "2026-10-03T00:00:00.000Z", "2026-10-03T01:00:00.000Z", None),
+        job("d", "f1", "2026-10-04T00:00:00.000Z", "running"),
+        ended(
+            "e",
+            "f2",
+            "2026-10-02T00:00:00.000Z",
+            "2026-10-02T00:10:00.000Z",
+            "2026-10-02T00:10:00.000Z",
+        ),
+        job("f", "f3", "2026-10-02T00:00:00.000Z"),
+    ]
+    with Warehouse.open(tmp_path / "jobs.duckdb") as warehouse:
+        page = normalise_page(records)
+        warehouse.commit_batch(page.rows, page.rejects, {}, "r1", 0)
+        flows = {f.flow_id: f for f in read_health(warehouse).flows}
+    assert flows["f1"].retention_days == pytest.approx(60.0)  # b: the newest with a purgeAt
+    assert flows["f2"].retention_days == 0.0 and flows["f2"].keeps_nothing
+    assert flows["f3"].retention_days is None
 
 
 def test_an_empty_warehouse_is_at_risk(tmp_path: Path) -> None:

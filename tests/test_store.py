@@ -289,3 +289,24 @@ def test_a_damaged_file_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
         Warehouse.open(path)
     assert path.read_bytes() == bytes(damaged)
     assert not Path(f"{path}.wal").exists()
+
+
+def test_a_flows_retention_is_what_the_purge_at_of_its_newest_ended_job_says(
+    warehouse: Warehouse,
+) -> None:
+    ended = format_iso_ms(T0)
+    commit(
+        warehouse,
+        [
+            job("old", endedAt=ended, purgeAt=format_iso_ms(T0 + 30 * DAY), _flowId="f1"),
+            job(
+                "new",
+                endedAt=ended,
+                purgeAt=format_iso_ms(T0 + 60 * DAY),
+                _flowId="f1",
+                createdAt=format_iso_ms(T0),
+            ),
+            job("none", endedAt=ended, _flowId="f2"),
+        ],
+    )
+    assert warehouse.flow_retention_ms() == {"f1": 60 * DAY}

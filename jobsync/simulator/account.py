@@ -7,6 +7,7 @@ the tests' ground truth and the benchmark all see the same account from the same
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,7 @@ from jobsync.simulator.history import (
     IMPORT,
     MAX_CHILD_DELAY_MS,
     ODD_NO_IGNORE,
+    ODD_RESOLVED,
     STATUSES,
     AccountConfig,
     generate_history,
@@ -32,6 +34,7 @@ from jobsync.simulator.render import (
     counts_at,
     end_of,
     render_job,
+    resolution,
     status_at,
     status_name,
     type_name,
@@ -40,6 +43,7 @@ from jobsync.simulator.render import (
 __all__ = ["Account", "AccountConfig", "CancelRefused", "JobNotFound"]
 
 _NUM_IGNORE = COUNT_FIELDS.index("numIgnore")
+_NUM_ERROR = COUNT_FIELDS.index("numError")
 
 
 class JobNotFound(LookupError):
@@ -280,6 +284,16 @@ class Account:
                     return False  # a record without numIgnore matches no range on it
                 if not lowest <= counts[position] <= highest:
                     return False
+        if query.resolved_range is not None or query.retriable is not None:
+            if not history.odd[row] & ODD_RESOLVED:
+                return False  # nor does one without numResolved and retriable a filter on them
+            counts = counts_at(history, row, now_ms, self._cancels.get(row))
+            resolved, retriable = resolution(counts[_NUM_ERROR])
+            lowest, highest = query.resolved_range or (-math.inf, math.inf)
+            if not lowest <= resolved <= highest:
+                return False
+            if query.retriable is not None and retriable != query.retriable:
+                return False
         return True
 
 

@@ -35,7 +35,10 @@ _COUNT_POSITIONS = {
     "num_success": COUNT_FIELDS.index("numSuccess"),
     "num_error": COUNT_FIELDS.index("numError"),
     "num_ignore": COUNT_FIELDS.index("numIgnore"),
+    "num_export": COUNT_FIELDS.index("numExport"),
 }
+_RESOLVED = "num_resolved"  # not a stored count: derived from numError (render.py)
+_BOOLEANS = {"true": True, "false": False}
 
 
 class InvalidQuery(ValueError):
@@ -46,7 +49,8 @@ class InvalidQuery(ValueError):
 class JobFilter:
     """What a listing must match. None = no constraint; an empty set matches nothing.
 
-    `count_ranges` holds (count position, lowest, highest) with inclusive bounds.
+    `count_ranges` holds (count position, lowest, highest) with inclusive bounds;
+    `resolved_range` is (lowest, highest) of numResolved.
     """
 
     flow_ids: frozenset[str] | None = None
@@ -59,6 +63,8 @@ class JobFilter:
     created_gte: int | None = None
     created_lte: int | None = None
     count_ranges: tuple[tuple[int, float, float], ...] = ()
+    resolved_range: tuple[float, float] | None = None
+    retriable: bool | None = None
 
     def names_resource_or_date(self) -> bool:
         """Whether a resource or a date narrows the listing (integrator.io requires one)."""
@@ -85,8 +91,9 @@ def parse_filter(items: Iterable[tuple[str, str]], dialect: Dialect = REFERENCE)
     lists: dict[str, set[str]] = {}
     gte: int | None = None
     lte: int | None = None
-    lows: dict[int, float] = {}
-    highs: dict[int, float] = {}
+    lows: dict[str, float] = {}
+    highs: dict[str, float] = {}
+    retriable: bool | None = None
     for name, value in items:
         indexed = _INDEXED.match(name)
         field = field_of.get(indexed.group(1) if indexed else name)
@@ -102,13 +109,17 @@ def parse_filter(items: Iterable[tuple[str, str]], dialect: Dialect = REFERENCE)
         elif field == "created_at_lte":
             moment = _timestamp(name, value)
             lte = moment if lte is None else min(lte, moment)
+        elif field == "retriable":
+            if value not in _BOOLEANS:
+                raise InvalidQuery(f"{name} must be true or false; got {value[:64]!r}")
+            retriable = _BOOLEANS[value]
         else:
-            position = _COUNT_POSITIONS[field[: -len("_gte")]]
+            count = field[: -len("_gte")]
             number = _number(name, value)
             if field.endswith("_gte"):
-                lows[position] = max(number, lows.get(position, -math.inf))
+                lows[count] = max(number, lows.get(count, -math.inf))
             else:
-                highs[position] = min(number, highs.get(position, math.inf))
+                highs[count] = min(number, highs.get(count, math.inf))
 
     def both(one: str, many: str) -> frozenset[str] | None:
         given = [sets[one]] if one in sets else []
@@ -117,6 +128,8 @@ def parse_filter(items: Iterable[tuple[str, str]], dialect: Dialect = REFERENCE)
 
     def single(field: str) -> frozenset[str] | None:
         return frozenset(sets[field]) if field in sets else None
+
+    bounded = lows.keys() | highs.keys()
 
     return JobFilter(
         flow_ids=both("flow_id", "flow_ids"),
@@ -129,9 +142,15 @@ def parse_filter(items: Iterable[tuple[str, str]], dialect: Dialect = REFERENCE)
         created_gte=gte,
         created_lte=lte,
         count_ranges=tuple(
-            (position, lows.get(position, -math.inf), highs.get(position, math.inf))
-            for position in sorted(lows.keys() | highs.keys())
+            (_COUNT_POSITIONS[count], lows.get(count, -math.inf), highs.get(count, math.inf))
+            for count in sorted(bounded - {_RESOLVED}, key=_COUNT_POSITIONS.__getitem__)
         ),
+        resolved_range=(
+            (lows.get(_RESOLVED, -math.inf), highs.get(_RESOLVED, math.inf))
+            if _RESOLVED in bounded
+            else None
+        ),
+        retriable=retriable,
     )
 
 

@@ -192,6 +192,13 @@ def render_job(
     return job
 
 
+def resolution(num_error: int) -> tuple[int, bool]:
+    """`numResolved` and `retriable` of a job that carries them: half its errors resolved,
+    and retriable while some are not."""
+    resolved = num_error // 2
+    return resolved, num_error > resolved
+
+
 def _canceled_by(history: History, row: int) -> str:
     root = history.parent[row]
     return USERS[(row if root < 0 else root) % len(USERS)]
@@ -200,7 +207,7 @@ def _canceled_by(history: History, row: int) -> str:
 def _add_odd_fields(job: dict[str, Any], history: History, row: int, odd: int) -> None:
     """Fields the reference does not list but real records carry now and then."""
     if odd & ODD_RESOLVED:
-        job["numResolved"] = job["numError"] // 2
+        job["numResolved"], job["retriable"] = resolution(job["numError"])
     if odd & ODD_TRIGGERED:
         job["triggeredBy"] = "scheduler" if row % 3 else USERS[row % len(USERS)]
     if odd & ODD_FILES:
