@@ -139,13 +139,13 @@ class Warehouse:
             # the bulk of a backfill's commit time (scripts/bench.py, ingest figure).
             connection.execute("SET checkpoint_threshold = '256MB'")
             try:
-                warehouse._check_version()
+                version = warehouse._check_version()
                 if not read_only:  # before the first write: a damaged file stays as it is
                     warehouse._verify_readable()
             except duckdb.Error as exc:
                 raise _damaged(path, exc) from None
             if not read_only:
-                warehouse._migrate()
+                warehouse._migrate(version)
                 warehouse._create_views()
         except BaseException:
             connection.close()
@@ -188,8 +188,8 @@ class Warehouse:
             )
         return version
 
-    def _migrate(self) -> None:
-        version = self._check_version()
+    def _migrate(self, version: int | None) -> None:
+        """Bring a file at `version` (None: new) to SCHEMA_VERSION."""
         if version == SCHEMA_VERSION:
             return
         if version is None:
