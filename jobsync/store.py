@@ -37,6 +37,13 @@ UNFINISHED_STATUSES = ("queued", "running", "retrying")  # integrator.io's `retr
 # DuckDB's buffers for a sync's connection: what it writes spills to disk beyond this, so the
 # sync's memory does not grow with the warehouse (scripts/bench.py, peak RSS figure).
 SYNC_MEMORY_MB = 32
+# Strings longer than LONG_VALUE_BYTES (DuckDB's limit for strings stored inline) are read,
+# committed and checkpointed a vector or a row group at a time, in memory whole: 70 of 2 MB
+# under a 32 MB cap could not be read, 160 MB of them failed a commit under 128 MB, and a
+# checkpoint that runs out of memory invalidates the database. A warehouse that holds such a
+# value lifts the cap to MAX_MEMORY_MB for the rest of the sync (DuckDB takes what it uses),
+# and so does a log's replay on open.
+LONG_VALUE_BYTES = 4096
 MAX_MEMORY_MB = 4096
 
 _DATA_COLUMNS = ", ".join(JOB_COLUMNS)
@@ -110,34 +117,37 @@ class Warehouse:
         self.connection = connection
         self.path = path
         self._batches: duckdb.DuckDBPyConnection | None = None
-        self.memory_mb: int | None = None
+        self._capped = False  # under the `memory_mb` of open, not yet lifted
 
     @classmethod
     def open(
         cls, path: Path, *, read_only: bool = False, memory_mb: int | None = None
     ) -> Warehouse:
         """Open (or create) the warehouse and bring its schema to the current version.
-        `memory_mb` caps DuckDB's buffers (it spills to disk beyond; a batch that cannot fit
-        raises it)."""
+        `memory_mb` caps DuckDB's buffers (it spills to disk beyond) while the warehouse
+        holds no long values (see LONG_VALUE_BYTES)."""
         path = Path(path)
         if read_only and not path.exists():
             raise WarehouseError(f"no warehouse at {path}: run `jobsync sync` first")
         if not read_only and not path.parent.exists():
             raise WarehouseError(f"cannot create {path}: folder {path.parent} does not exist")
         try:
-            config = {} if memory_mb is None else {"memory_limit": f"{memory_mb}MB"}
+            # room to replay a log that a killed sync left
+            config = {} if memory_mb is None else {"memory_limit": f"{MAX_MEMORY_MB}MB"}
             connection = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             raise _open_error(path, exc) from None
         except duckdb.Error as exc:
             raise WarehouseError(f"cannot open {path}: {_first_line(exc)}") from None
         warehouse = cls(connection, path)
-        warehouse.memory_mb = memory_mb
         try:
             connection.execute("SET TimeZone = 'UTC'")
             # Checkpoints rewrite and recompress `raw`; the default (16 MB of log) made them
             # the bulk of a backfill's commit time (scripts/bench.py, ingest figure).
             connection.execute("SET checkpoint_threshold = '256MB'")
+            if memory_mb is not None:
+                connection.execute(f"SET memory_limit = '{memory_mb}MB'")
+                warehouse._capped = True
             try:
                 version = warehouse._check_version()
                 if not read_only:  # before the first write: a damaged file stays as it is
@@ -229,13 +239,35 @@ class Warehouse:
 
     def _verify_readable(self) -> None:
         """Read every row of every table: DuckDB checks each block's checksum as it loads
-        it, so a damaged file is refused here, before anything is written to it."""
+        it, so a damaged file is refused here, before anything is written to it. A file
+        holding long values lifts the memory cap (it takes that to read them)."""
+        try:
+            longest = self._read_every_row()
+        except duckdb.OutOfMemoryException:
+            if not self._capped:
+                raise
+            self._lift_memory_cap()
+            longest = self._read_every_row()
+        if longest > LONG_VALUE_BYTES:
+            self._lift_memory_cap()
+
+    def _read_every_row(self) -> int:
+        """The longest `raw` (bytes) of jobs and rejects, read on the way."""
         tables = self.connection.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary"
+            """SELECT t.table_name, bool_or(c.column_name = 'raw')
+               FROM duckdb_tables() AS t JOIN duckdb_columns() AS c ON c.table_oid = t.table_oid
+               WHERE NOT t.temporary GROUP BY t.table_name"""
         ).fetchall()
-        for (table,) in tables:
-            self.connection.execute(f'SELECT count(*), bit_xor(hash(t)) FROM "{table}" AS t')
-            self.connection.fetchall()
+        longest = 0
+        for table, has_raw in tables:
+            raw_length = "max(strlen(raw::VARCHAR))" if has_raw else "0"
+            row = _first_row(
+                self.connection.execute(
+                    f'SELECT count(*), bit_xor(hash(t)), {raw_length} FROM "{table}" AS t'
+                )
+            )
+            longest = max(longest, row[2] or 0) if row else longest
+        return longest
 
     def _create_views(self) -> None:
         """(Re)create the analyst views when views.sql changed, so a newer jobsync's views
@@ -393,25 +425,29 @@ class Warehouse:
             # make DuckDB refuse to register the batch.
             self._batches = self.connection.cursor()
         now = ms_to_datetime(now_ms)
-        while True:
+        if self._capped and _longest_value(rows, rejects) > LONG_VALUE_BYTES:
+            self._lift_memory_cap()
+        try:
             try:
                 return _commit(self._batches, rows, rejects, cursors, run_id, now)
-            except duckdb.OutOfMemoryException as exc:
-                if not self._raise_memory_limit():
-                    raise WarehouseError(
-                        f"DuckDB ran out of memory storing a batch of {rows.num_rows} jobs "
-                        f"({rows.nbytes // 2**20} MB): {_first_line(exc)}"
-                    ) from None
+            except (duckdb.OutOfMemoryException, duckdb.TransactionException):
+                if not self._capped:
+                    raise
+                # rolled back (as is a commit that fails before it is written): once more
+            self._lift_memory_cap()
+            return _commit(self._batches, rows, rejects, cursors, run_id, now)
+        except (duckdb.OutOfMemoryException, duckdb.FatalException) as exc:
+            raise WarehouseError(
+                f"DuckDB could not store a batch of {rows.num_rows} jobs "
+                f"({rows.nbytes // 2**20} MB) within {MAX_MEMORY_MB} MB: {_first_line(exc)}; "
+                "what earlier batches stored is kept"
+            ) from None
 
-    def _raise_memory_limit(self) -> bool:
-        """Double a capped connection's memory (a batch of huge records needs several times
-        its size), up to MAX_MEMORY_MB; False when there is no more to give."""
-        if self.memory_mb is None or self.memory_mb >= MAX_MEMORY_MB:
-            return False
-        self.memory_mb = min(2 * self.memory_mb, MAX_MEMORY_MB)
-        log.warning("a batch needs more memory: DuckDB's limit raised to %d MB", self.memory_mb)
-        self.connection.execute(f"SET memory_limit = '{self.memory_mb}MB'")
-        return True
+    def _lift_memory_cap(self) -> None:
+        """For the rest of the sync: see LONG_VALUE_BYTES."""
+        log.info("long values: DuckDB's memory limit lifted to %d MB", MAX_MEMORY_MB)
+        self.connection.execute(f"SET memory_limit = '{MAX_MEMORY_MB}MB'")
+        self._capped = False
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.connection)
@@ -528,6 +564,12 @@ def _statements(sql: str) -> list[str]:
     """Split a schema file into statements (its SQL holds no semicolons inside strings)."""
     without_comments = re.sub(r"--[^\n]*", "", sql)
     return [part.strip() for part in without_comments.split(";") if part.strip()]
+
+
+def _longest_value(rows: pa.Table, rejects: list[Reject]) -> int:
+    """The longest raw text of a batch, in bytes (`raw` holds every other value)."""
+    longest = pc.max(pc.binary_length(rows["raw"])).as_py() if rows.num_rows else 0
+    return max([longest or 0, *(len(reject.raw.encode()) for reject in rejects)])
 
 
 def _first_line(exc: BaseException) -> str:

@@ -260,12 +260,36 @@ def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
         commit(wh, [job("c")])
 
 
-def test_a_batch_too_big_for_the_memory_cap_raises_the_cap_and_is_stored(tmp_path: Path) -> None:
-    records = [job(f"huge{n}", blob="x" * 4_000_000) for n in range(6)]
-    with Warehouse.open(tmp_path / "jobs.duckdb", memory_mb=32) as wh:
-        counts = commit(wh, records)
-        assert counts.inserted == 6 and wh.memory_mb is not None and wh.memory_mb > 32
-        assert rows(wh, "SELECT sum(length(raw::VARCHAR)) > 24000000 FROM jobs") == [(True,)]
+def test_long_strings_lift_the_memory_cap_and_are_stored(tmp_path: Path) -> None:
+    """DuckDB needs a row group's long strings in memory whole to commit it: 160 MB of them
+    under a 32 MB cap once failed the commit, then invalidated the database."""
+    path = tmp_path / "jobs.duckdb"
+    limit = "SELECT current_setting('memory_limit')"
+    with Warehouse.open(path, memory_mb=32) as wh:
+        commit(wh, [job(f"short{n}", blob="x" * 3000) for n in range(1000)])
+        assert rows(wh, limit) == [("30.5 MiB",)]
+        for batch in range(8):
+            commit(wh, [job(f"huge{batch}-{n}", blob="x" * 2_000_000) for n in range(10)])
+        assert rows(wh, limit) == [("3.8 GiB",)]
+    with Warehouse.open(path, read_only=True) as wh:
+        assert rows(wh, "SELECT count(*), max(length(raw::VARCHAR)) > 2e6 FROM jobs") == [
+            (1080, True)
+        ]
+
+
+def test_a_later_sync_writes_beside_long_strings_already_stored(tmp_path: Path) -> None:
+    """Appending to, or checkpointing, a row group of long strings needs them in memory even
+    when the batch itself is small: the next sync must know the file holds them."""
+    path = tmp_path / "jobs.duckdb"
+    with Warehouse.open(path, memory_mb=32) as wh:
+        for batch in range(7):
+            commit(wh, [job(f"huge{batch}-{n}", blob=f"{n}" * 2_000_000) for n in range(10)])
+    with Warehouse.open(path, memory_mb=32) as wh:
+        for batch in range(4):
+            commit(wh, [job(f"small{batch}-{n}", blob="y" * 1000) for n in range(5000)])
+    assert not path.with_name("jobs.duckdb.wal").exists()  # the close's checkpoint went through
+    with Warehouse.open(path, read_only=True) as wh:
+        assert rows(wh, "SELECT count(*) FROM jobs") == [(20_070,)]
 
 
 def test_reopening_an_unchanged_warehouse_writes_nothing(tmp_path: Path) -> None:
