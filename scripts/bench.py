@@ -9,7 +9,8 @@ it compares with the reference's own paging approach, all against the local simu
 
 The simulator runs in its own process with the machine's clock as its clock, so the benchmark
 can ask an identical in-process account what the API listed at any moment of a run (ground
-truth). Each sync is the real CLI in a subprocess; its peak RSS comes from wait4(2).
+truth). Each sync is the real CLI in a subprocess; its peak RSS comes from wait4(2), by way of
+a small launcher (see `_LAUNCHER`).
 Progress notes go to stderr; the table (or, with --json, a JSON document) to stdout.
 """
 
@@ -18,10 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
-import multiprocessing
 import os
 import platform
 import shutil
@@ -31,13 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +43,8 @@ import orjson
 import pyarrow as pa
 
 from jobsync.records import normalise_page
-from jobsync.simulator import Account, AccountConfig, JobFilter, ServerOptions, make_app
-from jobsync.simulator.runner import start_site
+from jobsync.simulator import Account, AccountConfig, JobFilter, ServerOptions
+from jobsync.simulator.process import SimulatorProcess, SimulatorProcessError
 from jobsync.store import UNFINISHED_STATUSES, Warehouse
 from jobsync.sync import SyncOptions
 from jobsync.timestamps import now_ms
@@ -58,126 +54,24 @@ PAGE_SIZE = 1001  # the API's page cap, and the simulator's
 TOKEN = "bench-token"
 DIALECT = "reference"
 HOST = "127.0.0.1"
+# the simulator's "now" is the machine's clock, so the benchmark knows it exactly
+_SIMULATOR: dict[str, Any] = {"host": HOST, "machine_clock": True, "start_timeout": 300}
 REPO = Path(__file__).resolve().parent.parent
-_PR_SET_PDEATHSIG = 1
+# A child started straight from the benchmark (vfork, then exec) reports the benchmark's own
+# peak RSS as its ru_maxrss, which the kernel carries across exec: under a 1 GB parent,
+# `python -c pass` reported 964 MB. So a small process starts the sync and reports its usage.
+_LAUNCHER = """
+import json, os, sys
+report, command = sys.argv[1], sys.argv[2:]
+pid = os.posix_spawn(command[0], command, os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as out:
+    json.dump([status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss], out)
+"""
 
 
 class BenchError(Exception):
     """A part of the benchmark could not run (the simulator or a sync failed)."""
-
-
-# -- the simulator, in its own process ---------------------------------------------------------
-
-
-class EpochClock:
-    """The simulator's "now" is the machine's clock, so the benchmark knows it exactly."""
-
-    def now_ms(self) -> int:
-        return now_ms()
-
-
-def _serve_simulator(config: AccountConfig, options: ServerOptions, ready: Connection) -> None:
-    """Process target: build the account, listen on a free port, send the port, serve."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, after Ctrl-C too
-    with contextlib.suppress(OSError, AttributeError):  # die with the parent, even on SIGKILL
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    account = Account(config)
-    asyncio.run(_serve_forever(account, options, ready))
-
-
-async def _serve_forever(account: Account, options: ServerOptions, ready: Connection) -> None:
-    runner, port = await start_site(make_app(account, EpochClock(), options), HOST, 0)
-    try:
-        ready.send(port)
-        ready.close()
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-
-
-class SimulatorProcess:
-    """`with SimulatorProcess(config, options) as sim:` the API at `sim.url` until the block ends
-    (on an error or Ctrl-C too)."""
-
-    def __init__(self, config: AccountConfig, options: ServerOptions, timeout: float = 300) -> None:
-        self.config = config
-        self.options = options
-        self.timeout = timeout
-        self.url = ""
-        context = multiprocessing.get_context("spawn")
-        self._receive, send = context.Pipe(duplex=False)
-        self._send = send
-        self._process = context.Process(
-            target=_serve_simulator,
-            args=(config, options, send),
-            name="jobsync-bench-simulator",
-            daemon=True,
-        )
-
-    def __enter__(self) -> SimulatorProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> SimulatorProcess:
-        """Start the process and return once the API answers (stopping it on any failure)."""
-        self._process.start()
-        self._send.close()
-        try:
-            port = self._wait_for_port()
-            self.url = f"http://{HOST}:{port}/v1"
-            self._wait_until_answering()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def cpu_seconds(self) -> float:
-        """CPU time the simulator has used so far (user + system), from /proc."""
-        try:
-            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if self._receive.poll(0.1):
-                try:
-                    return int(self._receive.recv())
-                except EOFError:
-                    break
-            if not self._process.is_alive():
-                break
-        self._process.join(1)
-        raise BenchError(f"the simulator did not start (exit code {self._process.exitcode})")
-
-    def _wait_until_answering(self) -> None:
-        request = urllib.request.Request(
-            f"{self.url}/flows", headers={"Authorization": f"Bearer {self.options.token}"}
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as exc:
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"the simulator does not answer at {self.url}: {exc}"
-                    ) from None
-            time.sleep(0.1)
 
 
 # -- one `jobsync sync` subprocess -------------------------------------------------------------
@@ -223,48 +117,57 @@ def run_sync_cli(
     command = [sys.executable, "-m", "jobsync", "sync", "--api-url", sim.url, "--db", str(db)]
     command += ["--json", *extra]
     out_path, err_path = workdir / "sync.out", workdir / "sync.err"
+    report_path = workdir / "sync.usage"
+    report_path.unlink(missing_ok=True)
+    launcher = [sys.executable, "-c", _LAUNCHER, str(report_path), *command]
     with out_path.open("wb") as out, err_path.open("wb") as err:
         simulator_cpu = sim.cpu_seconds()
         started_ms = now_ms()
         started = time.perf_counter()
         process = subprocess.Popen(
-            command, stdout=out, stderr=err, env=_sync_environment(), cwd=workdir
+            launcher,
+            stdout=out,
+            stderr=err,
+            env=_sync_environment(),
+            cwd=workdir,
+            start_new_session=True,
         )
         try:
-            status, usage = _wait4(process.pid, started + timeout)
+            _wait(process, started + timeout)
         except BaseException:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the launcher and the sync
             process.wait()
             raise
         wall = time.perf_counter() - started
         ended_ms = now_ms()
         simulator_cpu = sim.cpu_seconds() - simulator_cpu
-    process.returncode = os.waitstatus_to_exitcode(status)
     stdout = out_path.read_text(errors="replace").strip()
     stderr = err_path.read_text(errors="replace").strip()
-    if process.returncode != 0 or not stdout:
+    try:
+        status, cpu_s, max_rss_kb = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        raise BenchError(f"the launcher of `jobsync sync` failed: {stderr[-500:]}") from None
+    returncode = os.waitstatus_to_exitcode(status)
+    if returncode != 0 or not stdout:
         tail = "\n".join(stderr.splitlines()[-5:])
-        raise BenchError(f"`jobsync sync` exited {process.returncode}: {tail or stdout}")
+        raise BenchError(f"`jobsync sync` exited {returncode}: {tail or stdout}")
     summary = json.loads(stdout.splitlines()[-1])
     return SyncResult(
         summary=summary,
         wall_s=wall,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        max_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        cpu_s=cpu_s,
+        max_rss_mb=max_rss_kb / 1024,  # kilobytes on Linux
         started_ms=started_ms,
         ended_ms=ended_ms,
         simulator_cpu_s=simulator_cpu,
     )
 
 
-def _wait4(pid: int, deadline: float) -> tuple[int, Any]:
-    """Reap `pid` with its own resource usage (RUSAGE_CHILDREN would mix every child's peak)."""
-    while True:
-        reaped, status, usage = os.wait4(pid, os.WNOHANG)
-        if reaped == pid:
-            return status, usage
+def _wait(process: subprocess.Popen[bytes], deadline: float) -> None:
+    while process.poll() is None:
         if time.perf_counter() > deadline:
-            raise BenchError(f"`jobsync sync` (pid {pid}) did not finish in time")
+            raise BenchError(f"`jobsync sync` (pid {process.pid}) did not finish in time")
         time.sleep(0.005)
 
 
@@ -596,7 +499,7 @@ class Benchmark:
         reruns: list[tuple[SyncResult, int]] = []
         stored: list[set[str]] = []
         small = self.account_config(args.flows)
-        sim = SimulatorProcess(small, self.server)
+        sim = SimulatorProcess(small, self.server, **_SIMULATOR)
         try:
             with self.budget.part(f"simulator start ({args.flows} flows)"):
                 sim.start()
@@ -636,7 +539,7 @@ class Benchmark:
         large: list[SyncResult] = []
         if not args.quick:
             big = self.account_config(args.flows_large)
-            sim = SimulatorProcess(big, self.server)
+            sim = SimulatorProcess(big, self.server, **_SIMULATOR)
             try:
                 with self.budget.part(f"simulator start ({args.flows_large} flows)"):
                     sim.start()
@@ -946,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
-    except BenchError as exc:
+    except (BenchError, SimulatorProcessError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -43,3 +43,11 @@ class WallClock:
 
     def now_ms(self) -> int:
         return self._start_ms + (time.monotonic_ns() - self._origin_ns) // 1_000_000
+
+
+class MachineClock:
+    """The machine's own clock (epoch milliseconds): a harness in another process can then
+    ask an identical account what the API showed at any moment of a run."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000

@@ -11,16 +11,18 @@ import contextlib
 import copy
 import ctypes
 import multiprocessing
+import os
 import signal
 import threading
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from jobsync.simulator.account import Account, AccountConfig
-from jobsync.simulator.clock import ManualClock
+from jobsync.simulator.clock import Clock, MachineClock, ManualClock
 from jobsync.simulator.runner import api_url, start_site
 from jobsync.simulator.server import ServerOptions, ServerStats, make_app
 
@@ -33,7 +35,8 @@ class SimulatorProcessError(Exception):
 
 class SimulatorProcess:
     """`with SimulatorProcess(config, options) as sim:` the API at `sim.url`, its clock at
-    `now_ms` (default: the account's start) until `sim.set_clock(ms)` moves it.
+    `now_ms` (default: the account's start) until `sim.set_clock(ms)` moves it; with
+    `machine_clock`, the machine's clock instead (scripts/bench.py).
 
     With `record_requests`, `sim.requests()` returns the method and target (path and raw query)
     of every request served, to check what a client really sent.
@@ -47,6 +50,7 @@ class SimulatorProcess:
         now_ms: int | None = None,
         host: str = "127.0.0.1",
         record_requests: bool = False,
+        machine_clock: bool = False,
         start_timeout: float = 120,
     ) -> None:
         self.config = config
@@ -56,7 +60,7 @@ class SimulatorProcess:
         self.start_timeout = start_timeout
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
-        start = config.start_ms if now_ms is None else now_ms
+        start = None if machine_clock else config.start_ms if now_ms is None else now_ms
         self._process = context.Process(
             target=_serve,
             args=(config, options, start, host, record_requests, child),
@@ -92,7 +96,8 @@ class SimulatorProcess:
 
     def set_clock(self, ms: int) -> None:
         """Move the account to moment `ms` (epoch milliseconds)."""
-        self._ask("clock", ms)
+        if self._ask("clock", ms) is not None:
+            raise SimulatorProcessError("the simulator runs on the machine's clock")
 
     def stats(self) -> ServerStats:
         """A copy of the server's statistics, faults and planted records included."""
@@ -105,6 +110,15 @@ class SimulatorProcess:
     def requests(self) -> list[tuple[str, str]]:
         """(method, raw path with query) of every request so far (needs `record_requests`)."""
         return self._ask("requests")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the simulator has used so far (user + system), from /proc."""
+        try:
+            stat = Path(f"/proc/{self._process.pid}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self._process.is_alive():
@@ -129,17 +143,19 @@ class SimulatorProcess:
 def _serve(
     config: AccountConfig,
     options: ServerOptions,
-    now_ms: int,
+    now_ms: int | None,
     host: str,
     record_requests: bool,
     pipe: Connection,
 ) -> None:
     """Process target: build the account, listen on a free port, send the port, then serve
-    requests on the event loop and the parent's commands on the main thread."""
+    requests on the event loop and the parent's commands on the main thread. `now_ms` None:
+    the machine's clock."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, after Ctrl-C too
     with contextlib.suppress(OSError, AttributeError):  # die with the parent, even on SIGKILL
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    clock = ManualClock(now_ms)
+    manual = None if now_ms is None else ManualClock(now_ms)
+    clock: Clock = manual or MachineClock()
     stats = ServerStats()
     app = make_app(Account(config), clock, options, stats)
     served: list[tuple[str, str]] = []
@@ -162,7 +178,7 @@ def _serve(
 
     pipe.send(port)
     commands = {
-        "clock": lambda ms: on_loop(lambda: clock.set(ms)),
+        "clock": lambda ms: on_loop(lambda: manual.set(ms)) if manual else "machine clock",
         "stats": lambda _: on_loop(lambda: copy.deepcopy(stats)),
         "count": lambda _: stats.requests,
         "requests": lambda _: on_loop(lambda: list(served)),
