@@ -341,26 +341,27 @@ class Warehouse:
     ) -> None:
         """Store new partitions and advance the flows' planned_through, together."""
         with self._transaction():
-            if partitions:
-                self.connection.executemany(
-                    "INSERT INTO sync_partitions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            if partitions:  # one statement each: executemany runs one per row (0.9 s for 200)
+                _insert_rows(
+                    self.connection,
+                    "INSERT INTO sync_partitions",
+                    [p.key for p in partitions],
+                    [run_id] * len(partitions),
+                    [list(p.flow_ids) for p in partitions],
                     [
-                        [
-                            p.key,
-                            run_id,
-                            list(p.flow_ids),
-                            None if p.window_gte is None else ms_to_datetime(p.window_gte),
-                            ms_to_datetime(p.window_lte),
-                            ms_to_datetime(p.cursor.lte),
-                            sorted(p.cursor.seen),
-                        ]
+                        None if p.window_gte is None else ms_to_datetime(p.window_gte)
                         for p in partitions
                     ],
+                    [ms_to_datetime(p.window_lte) for p in partitions],
+                    [ms_to_datetime(p.cursor.lte) for p in partitions],
+                    [sorted(p.cursor.seen) for p in partitions],
                 )
             if planned_through:
-                self.connection.executemany(
-                    "INSERT OR REPLACE INTO flow_state VALUES (?, ?)",
-                    [[flow, ms_to_datetime(ms)] for flow, ms in planned_through.items()],
+                _insert_rows(
+                    self.connection,
+                    "INSERT OR REPLACE INTO flow_state",
+                    list(planned_through),
+                    [ms_to_datetime(ms) for ms in planned_through.values()],
                 )
 
     def jobs_to_refresh(
@@ -564,6 +565,12 @@ def _statements(sql: str) -> list[str]:
     """Split a schema file into statements (its SQL holds no semicolons inside strings)."""
     without_comments = re.sub(r"--[^\n]*", "", sql)
     return [part.strip() for part in without_comments.split(";") if part.strip()]
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, insert: str, *columns: list[Any]) -> None:
+    """`insert` (INSERT ... INTO table) of the rows that `columns` hold, in one statement."""
+    values = ", ".join(f"unnest(${n})" for n in range(1, len(columns) + 1))
+    con.execute(f"{insert} SELECT {values}", list(columns))
 
 
 def _longest_value(rows: pa.Table, rejects: list[Reject]) -> int:
