@@ -513,10 +513,18 @@ def _log_rejects(
     """A record rejected before (the overlap re-reads it) is logged once."""
     if not rejects:
         return
-    con.executemany(
-        """INSERT INTO rejects SELECT $raw, $reason, $run, $now
-           WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE raw = $raw AND reason = $reason)""",
-        [{"raw": r.raw, "reason": r.reason, "run": run_id, "now": now} for r in rejects],
+    con.execute(
+        """INSERT INTO rejects
+           SELECT DISTINCT b.raw, b.reason, $run, $now
+           FROM (SELECT unnest($raws) AS raw, unnest($reasons) AS reason) AS b
+           WHERE NOT EXISTS (
+               SELECT 1 FROM rejects AS r WHERE r.raw = b.raw AND r.reason = b.reason)""",
+        {
+            "raws": [r.raw for r in rejects],
+            "reasons": [r.reason for r in rejects],
+            "run": run_id,
+            "now": now,
+        },
     )
 
 

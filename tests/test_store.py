@@ -14,7 +14,7 @@ import pytest
 from jobsync.cursor import CursorState
 from jobsync.errors import WarehouseError, WarehouseLocked
 from jobsync.partition import Partition
-from jobsync.records import JOB_COLUMNS, Reject, normalise_page
+from jobsync.records import JOB_ARROW_SCHEMA, JOB_COLUMNS, Reject, normalise_page
 from jobsync.schema_files import schema_text
 from jobsync.store import SCHEMA_VERSION, RunCounts, Unfinished, Warehouse
 from jobsync.timestamps import format_iso_ms
@@ -216,6 +216,9 @@ def test_a_record_rejected_again_is_logged_once(warehouse: Warehouse) -> None:
     commit(warehouse, [bad])
     commit(warehouse, [bad])
     assert rows(warehouse, "SELECT count(*) FROM rejects") == [(1,)]
+    twice = [Reject('{"_id":7}', "_id: expected a string, got 7")] * 2
+    warehouse.commit_batch(JOB_ARROW_SCHEMA.empty_table(), twice, {}, "run-2", T0)
+    assert rows(warehouse, "SELECT count(*) FROM rejects") == [(2,)]
 
 
 def test_a_batch_repeating_an_id_keeps_the_latest_once(warehouse: Warehouse) -> None:
