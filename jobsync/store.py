@@ -28,11 +28,11 @@ from jobsync.timestamps import ms_to_datetime
 
 log = logging.getLogger("jobsync.store")
 
-SCHEMA_VERSION = 2
-# version -> statements that bring a file of the version before it there, run before and
-# after schemas/warehouse.sql (which creates what is missing).
-_MIGRATE_BEFORE = {2: ("ALTER TABLE jobs RENAME TO jobs_v1",)}
-_MIGRATE_AFTER = {2: ("INSERT INTO jobs SELECT * FROM jobs_v1", "DROP TABLE jobs_v1")}
+SCHEMA_VERSION = 3
+# Versions whose `jobs` differs from the one before only in its DDL (2: no primary-key index;
+# 3: `raw` a VARCHAR compressed with zstd): an older file gets its rows copied into a `jobs`
+# that schemas/warehouse.sql creates.
+_JOBS_REBUILT_AT = frozenset({2, 3})
 UNFINISHED_STATUSES = ("queued", "running", "retrying")  # integrator.io's `retrying` too
 # DuckDB's buffers for a sync's connection: what it writes spills to disk beyond this, so the
 # sync's memory does not grow with the warehouse (scripts/bench.py, peak RSS figure).
@@ -216,17 +216,19 @@ class Warehouse:
             if steps:
                 self._drop_views()  # they name the tables a migration replaces
                 self.connection.execute("DELETE FROM jobsync_meta WHERE key = 'views_sha256'")
-            for step in steps:
-                self._execute_all(_MIGRATE_BEFORE.get(step, ()))
+            rebuild = not _JOBS_REBUILT_AT.isdisjoint(steps)
+            if rebuild:
+                self.connection.execute("ALTER TABLE jobs RENAME TO jobs_before")
             self._execute_all(_statements(schema_text("warehouse.sql")))
-            for step in steps:
-                self._execute_all(_MIGRATE_AFTER.get(step, ()))
+            if rebuild:
+                self.connection.execute("INSERT INTO jobs SELECT * FROM jobs_before")
+                self.connection.execute("DROP TABLE jobs_before")
             self.connection.execute(
                 "INSERT OR REPLACE INTO jobsync_meta VALUES ('schema_version', ?)",
                 [str(SCHEMA_VERSION)],
             )
 
-    def _execute_all(self, statements: tuple[str, ...] | list[str]) -> None:
+    def _execute_all(self, statements: list[str]) -> None:
         for statement in statements:
             self.connection.execute(statement)
 

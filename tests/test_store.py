@@ -15,7 +15,6 @@ from jobsync.cursor import CursorState
 from jobsync.errors import WarehouseError, WarehouseLocked
 from jobsync.partition import Partition
 from jobsync.records import JOB_ARROW_SCHEMA, JOB_COLUMNS, Reject, normalise_page
-from jobsync.schema_files import schema_text
 from jobsync.store import SCHEMA_VERSION, RunCounts, Unfinished, Warehouse
 from jobsync.timestamps import format_iso_ms
 
@@ -67,7 +66,7 @@ def test_a_new_file_gets_every_table_and_the_schema_version(warehouse: Warehouse
     )
     assert types["created_at"] == "TIMESTAMP WITH TIME ZONE"
     assert types["num_success"] == "BIGINT"
-    assert types["raw"] == "JSON"
+    assert types["raw"] == "VARCHAR"
 
 
 def test_upsert_inserts_updates_and_leaves_the_unchanged_alone(warehouse: Warehouse) -> None:
@@ -233,26 +232,39 @@ def test_a_batch_repeating_an_id_keeps_the_latest_once(warehouse: Warehouse) -> 
     ]
 
 
-def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("version", "jobs_ddl"),
+    [
+        (1, {"id": "VARCHAR PRIMARY KEY", "raw": "JSON NOT NULL"}),
+        (2, {"raw": "JSON NOT NULL"}),
+    ],
+)
+def test_an_older_file_is_migrated_keeping_its_rows(
+    version: int, jobs_ddl: dict[str, str], tmp_path: Path
+) -> None:
     path = tmp_path / "jobs.duckdb"
-    v1 = schema_text("warehouse.sql").replace(
-        "id                      VARCHAR NOT NULL,", "id                      VARCHAR PRIMARY KEY,"
-    )
-    assert "id                      VARCHAR PRIMARY KEY," in v1
     with Warehouse.open(path) as wh:
-        commit(wh, [job("a"), job("b")])
+        commit(wh, [job("a"), job("b", files=[{"name": "x.csv"}])])
     con = duckdb.connect(str(path))
     before = con.execute("SELECT * FROM jobs ORDER BY id").fetchall()
     con.execute("DROP VIEW job_metrics; DROP VIEW flow_daily; DROP VIEW flow_job_trees")
+    columns = con.execute(
+        "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
+        "WHERE table_name = 'jobs' ORDER BY column_index"
+    ).fetchall()
+    old = ", ".join(
+        f"{name} {jobs_ddl.get(name, kind + ('' if nullable else ' NOT NULL'))}"
+        for name, kind, nullable in columns
+    )
     con.execute("ALTER TABLE jobs RENAME TO jobs_now")
-    jobs_v1 = v1.split("CREATE TABLE IF NOT EXISTS jobs (")[1].split(");")[0]
-    con.execute(f"CREATE TABLE jobs ({jobs_v1})")
+    con.execute(f"CREATE TABLE jobs ({old})")
     con.execute("INSERT INTO jobs SELECT * FROM jobs_now; DROP TABLE jobs_now")
-    con.execute("UPDATE jobsync_meta SET value = '1' WHERE key = 'schema_version'")
+    con.execute("UPDATE jobsync_meta SET value = ? WHERE key = 'schema_version'", [str(version)])
     con.close()
     with Warehouse.open(path) as wh:
-        assert wh.schema_version() == SCHEMA_VERSION == 2
+        assert wh.schema_version() == SCHEMA_VERSION == 3
         assert rows(wh, "SELECT * FROM jobs ORDER BY id") == before
+        assert rows(wh, "SELECT raw->>'$.files[0].name' FROM jobs WHERE id = 'b'") == [("x.csv",)]
         assert rows(wh, "SELECT count(*) FROM job_metrics") == [(2,)]
         constraints = rows(
             wh,
@@ -260,7 +272,11 @@ def test_a_version_1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
             "WHERE table_name = 'jobs' AND constraint_type = 'PRIMARY KEY'",
         )
         assert constraints == [(0,)]
-        commit(wh, [job("c")])
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute(
+            "SELECT DISTINCT compression FROM pragma_storage_info('jobs') "
+            "WHERE column_name = 'raw' AND segment_type = 'VARCHAR'"
+        ).fetchall() == [("ZSTD",)]
 
 
 def test_long_strings_lift_the_memory_cap_and_are_stored(tmp_path: Path) -> None:
