@@ -190,12 +190,16 @@ class Crawler:
             if isinstance(step, Advance):
                 await emit(CrawlPage(records, partition.key, cursor=step.state))
                 state = step.state
+                # Not held while the next page is fetched: with a worker per partition waiting
+                # on the rate limit, held pages made the sync's memory grow with the account.
+                del page, records
                 continue
             await emit(CrawlPage(records, partition.key))
             crowded = replace(
                 partition_query(partition, state), created_at_gte=step.ms, created_at_lte=step.ms
             )
             await self._split(crowded, page, self.types, store_split_page)
+            del page, records
             if step.then is None:
                 await emit(CrawlPage([], partition.key, finished=True))
                 return
@@ -315,6 +319,7 @@ class Crawler:
                 if step.then is None:
                     return
                 state = step.then
+            del page  # not held while the next page is fetched (see crawl_partition)
             current = replace(query, created_at_lte=state.lte)
 
     async def _split(
