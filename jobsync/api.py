@@ -42,6 +42,7 @@ from jobsync.errors import (
     ServerError,
     TransportError,
     Unauthorized,
+    Untrusted,
 )
 from jobsync.query import JobQuery, request_line_length
 from jobsync.ratelimit import AdaptiveRateLimiter
@@ -364,6 +365,10 @@ class JobsClient:
             return f"no complete answer within {self.settings.timeout:g} s"
         except aiohttp.ClientPayloadError as exc:
             return f"response body cut short ({_first_line(exc)})"
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise Untrusted(
+                f"{url.host}: its TLS certificate is not trusted ({_first_line(exc)})"
+            ) from None
         except (aiohttp.ClientError, OSError) as exc:
             return f"{type(exc).__name__}: {_first_line(exc)}"
         finally:

@@ -33,6 +33,11 @@ class TransportError(ApiError):
     """The request never got a usable answer: connection refused or reset, timeout, bad body."""
 
 
+class Untrusted(TransportError):
+    """The server's TLS certificate failed verification: no retry can change that, and no
+    request (nor the token) goes to it until it is trusted."""
+
+
 class HttpStatusError(ApiError):
     """The API answered with an error status; `code` and `message` come from its error body."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobsync.crawl import Crawler, CrawlError, CrawlPage, widest_query
 from jobsync.cursor import CursorStuck
-from jobsync.errors import ApiError, Unauthorized
+from jobsync.errors import ApiError, Unauthorized, Untrusted
 from jobsync.partition import (
     DAY_MS,
     Partition,
@@ -258,7 +258,7 @@ class SyncRun:
                     self.progress.partitions_done += 1
                 elif await self._crawler.refresh(item, self._emit):
                     self.counts.jobs_refreshed += 1
-            except Unauthorized:
+            except (Unauthorized, Untrusted):  # every request would fail alike: the run ends
                 raise
             except (ApiError, CrawlError, CursorStuck) as exc:
                 self.errors.append(_describe(item, exc))

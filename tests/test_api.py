@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -31,12 +34,16 @@ from jobsync.errors import (
     ServerError,
     TransportError,
     Unauthorized,
+    Untrusted,
 )
 from jobsync.query import JobQuery
 from jobsync.secret import ApiToken
 
 T = TypeVar("T")
 TOKEN = "tok-9f8e7d6c5b4a-SECRET"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from chaos_attacks import self_signed_certificate  # noqa: E402
+
 BASE = "https://api.example.test/v1"
 JOBS = re.compile(r"^https://api\.example\.test/v1/jobs(\?.*)?$")
 JOB_A = {"_id": "a", "type": "flow", "createdAt": "2024-01-15T10:00:00.000Z"}
@@ -676,3 +683,23 @@ def test_a_refused_connection_is_a_transport_error() -> None:
             max_attempts=2,
         )
     assert info.value.__context__ is None
+
+
+def test_an_untrusted_certificate_fails_at_once_without_retrying(tmp_path: Path) -> None:
+    """Retrying cannot make a certificate trusted: one attempt, then the run ends."""
+    cert, key = self_signed_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    async def main() -> JobsClient:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        async with server, make_client(FakeClock(), base=f"https://127.0.0.1:{port}/v1") as client:
+            with pytest.raises(
+                Untrusted, match=r"127\.0\.0\.1: its TLS certificate is not trusted"
+            ):
+                await client.list_jobs(JobQuery())
+        return client
+
+    stats = asyncio.run(main()).stats
+    assert (stats.requests, stats.retries) == (1, 0)
