@@ -250,7 +250,7 @@ class Warehouse:
                 raise
             self._lift_memory_cap()
             longest = self._read_every_row()
-        if longest > LONG_VALUE_BYTES:
+        if self._capped and longest > LONG_VALUE_BYTES:
             self._lift_memory_cap()
 
     def _read_every_row(self) -> int:

@@ -165,6 +165,7 @@ def run_sync_cli(
 
 
 def _wait(process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Until the launcher exits, or BenchError at the deadline."""
     while process.poll() is None:
         if time.perf_counter() > deadline:
             raise BenchError(f"`jobsync sync` (pid {process.pid}) did not finish in time")
