@@ -18,7 +18,6 @@ import click
 import duckdb
 import orjson
 
-from jobsync.archive import archive_warehouse
 from jobsync.cli_options import build_settings, config_option, exit_on_error, verbosity_options
 from jobsync.cli_sync import configure_logging
 from jobsync.errors import EXIT_FAILURE, ConfigError, JobsyncError, WarehouseLocked
@@ -92,6 +91,8 @@ def archive(**flags: Any) -> None:
     configure_logging(verbose, quiet)
     with exit_on_error(verbose):
         settings = build_settings(flags)
+        from jobsync.archive import archive_warehouse  # see cli_sync: 20 MB of imports
+
         with open_for_reading(settings.db) as warehouse:
             summary = archive_warehouse(warehouse, flags["dest"])
     if flags["as_json"]:

@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from jobsync.api import JobsClient, client_settings
-from jobsync.archive import archive_warehouse
 from jobsync.cli_options import api_options, build_settings, exit_on_error, verbosity_options
 from jobsync.config import Settings
 from jobsync.errors import EXIT_FAILURE, EXIT_PARTIAL, ConfigError
@@ -108,6 +107,9 @@ def sync(**flags: Any) -> None:
             sys.exit(EXIT_INTERRUPTED)
     report(summary, flags["as_json"], quiet)
     if settings.parquet is not None:  # what is committed, even after a partial or failed run
+        # imported here: Parquet and pyarrow.fs add 20 MB to a sync that does not archive
+        from jobsync.archive import archive_warehouse
+
         with exit_on_error(verbose), Warehouse.open(settings.db, read_only=True) as warehouse:
             archived = archive_warehouse(warehouse, settings.parquet)
         if not quiet and not flags["as_json"]:
