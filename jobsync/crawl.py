@@ -114,13 +114,16 @@ def job_keys(records: Sequence[Any]) -> tuple[list[tuple[int, str]], list[str | 
 
 def partition_query(partition: Partition, state: CursorState) -> JobQuery:
     """The listing request for the next page of a partition."""
-    flows = partition.flow_ids
     return JobQuery(
-        flow_id=flows[0] if len(flows) == 1 else None,
-        flow_ids=flows if len(flows) > 1 else (),
+        **_flow_filter(partition.flow_ids),
         created_at_gte=partition.window_gte,
         created_at_lte=state.lte,
     )
+
+
+def _flow_filter(flow_ids: tuple[str, ...]) -> dict[str, Any]:
+    """One flow goes as `flow_id`, whole whatever it holds; several as `flow_id_in`."""
+    return {"flow_id": flow_ids[0]} if len(flow_ids) == 1 else {"flow_ids": flow_ids}
 
 
 def widest_query(flow_ids: tuple[str, ...]) -> JobQuery:
@@ -128,7 +131,7 @@ def widest_query(flow_ids: tuple[str, ...]) -> JobQuery:
     filter set (the longest type and status of any dialect). Used to keep batches under the
     request-line limit."""
     return JobQuery(
-        flow_ids=flow_ids,
+        **_flow_filter(flow_ids),
         created_at_gte=_ANY_MS,
         created_at_lte=_ANY_MS,
         status=max(JOB_STATUSES, key=len),

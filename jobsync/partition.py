@@ -34,19 +34,26 @@ def pack_flow_batches(
     flow_ids: Sequence[str],
     line_length: Callable[[tuple[str, ...]], int],
     limit: int = REQUEST_LINE_LIMIT,
+    *,
+    joins_with_commas: bool = False,
 ) -> list[tuple[str, ...]]:
     """Pack flows, in order, into batches whose longest request line stays within `limit`.
 
     `line_length(batch)` is the length of the longest request the crawler may send for a
     batch (window bounds and split filters included). Each flow joins the current batch if
     the batch's request line still fits, measured exactly: a list item costs a comma in one
-    dialect and a whole indexed key (`_flowId_in[17]=`) in the other.
+    dialect and a whole indexed key (`_flowId_in[17]=`) in the other. Where the dialect
+    `joins_with_commas` (`flow_id_in=a,b`), a flow id holding a comma (the API's to give) is
+    a batch of its own: one flow is sent as `flow_id`, whole.
     """
     batches: list[tuple[str, ...]] = []
     current: tuple[str, ...] = ()
     for flow_id in flow_ids:
         if line_length((flow_id,)) > limit:
             raise ValueError(f"flow id too long for one request: {flow_id[:40]!r}...")
+        if joins_with_commas and "," in flow_id:
+            batches.append((flow_id,))
+            continue
         if current and line_length((*current, flow_id)) > limit:
             batches.append(current)
             current = ()
@@ -92,12 +99,13 @@ def plan_partitions(
     line_length: Callable[[tuple[str, ...]], int],
     span_ms: int = DAY_MS,
     open_spans: int = 31,
+    joins_with_commas: bool = False,
 ) -> list[Partition]:
     """The new partitions of one run, oldest window first.
 
     A flow's window starts at `since` when given, else `overlap_ms` before where the last run
     planned through (re-reading jobs that were listed late), else nowhere (a full backfill).
-    Flows that start at the same moment share `flow_id_in` batches.
+    Flows that start at the same moment share `flow_id_in` batches (see pack_flow_batches).
     """
     starts: dict[int | None, list[str]] = {}
     for flow_id in flow_ids:
@@ -111,7 +119,8 @@ def plan_partitions(
     partitions: list[Partition] = []
     for group, (start, flows) in enumerate(starts.items()):
         windows = plan_windows(start, until, span_ms, open_spans)
-        for batch_index, batch in enumerate(pack_flow_batches(flows, line_length)):
+        batches = pack_flow_batches(flows, line_length, joins_with_commas=joins_with_commas)
+        for batch_index, batch in enumerate(batches):
             for window_index, (gte, lte) in enumerate(windows):
                 key = f"{run_id}-{group}-{batch_index}-{window_index}"
                 partitions.append(Partition.fresh(key, batch, gte, lte))

@@ -83,6 +83,8 @@ class JobQuery:
                 out.extend((f"{name}[{index}]", item) for index, item in enumerate(value))
                 continue
             if isinstance(value, tuple):
+                if any("," in item for item in value):  # pack_flow_batches keeps them apart
+                    raise ValueError(f"{name}: an item holds a comma, which separates items")
                 text = ",".join(value)
             elif field.name.startswith("created_at"):
                 text = format_iso_ms(value)

@@ -162,6 +162,8 @@ class SyncRun:
         def line_length(batch: tuple[str, ...]) -> int:
             return self.client.request_line_length(widest_query(batch))
 
+        joins_with_commas = not self.client.dialect.indexed_lists
+
         new = plan_partitions(
             self.run_id,
             flows,
@@ -172,6 +174,7 @@ class SyncRun:
             line_length=line_length,
             span_ms=self.options.window_ms,
             open_spans=self.options.retention_days + 1,
+            joins_with_commas=joins_with_commas,
         )
         self.warehouse.save_plan(self.run_id, new, dict.fromkeys(flows, until))
         partitions = purge_first(
@@ -181,7 +184,9 @@ class SyncRun:
         )
         refresh = plan_refresh(
             self.warehouse.jobs_to_refresh(list(flows), until, self.options.retention_days),
-            lambda flows: pack_flow_batches(flows, line_length),
+            lambda flows: pack_flow_batches(
+                flows, line_length, joins_with_commas=joins_with_commas
+            ),
             self.warehouse.count_jobs,
             self.options.page_size,
             self.run_id,

@@ -21,7 +21,7 @@ from conftest import FakeClock
 
 from jobsync.api import ClientSettings, JobsClient, check_base_url, client_settings
 from jobsync.config import Settings
-from jobsync.dialect import REFERENCE
+from jobsync.dialect import REFERENCE, dialect_named
 from jobsync.errors import (
     ApiError,
     ConfigError,
@@ -641,6 +641,17 @@ def test_integrator_only_filters_on_the_wire_and_refused_in_the_reference() -> N
     assert JobQuery(num_export_gte=2).query_string(REFERENCE) == "numExport_gte=2"
     with pytest.raises(ValueError, match="reference dialect has no retriable filter"):
         JobQuery(retriable=True).query_string(REFERENCE)
+
+
+def test_a_list_item_with_a_comma_is_never_comma_joined() -> None:
+    """`flow_id_in=a,b,c` would name three flows; indexed keys carry the item whole."""
+    query = JobQuery(flow_ids=("a,b", "c"))
+    with pytest.raises(ValueError, match="flow_id_in: an item holds a comma"):
+        query.query_string(REFERENCE)
+    assert query.query_string(dialect_named("integrator")) == (
+        "_flowId_in%5B0%5D=a%2Cb&_flowId_in%5B1%5D=c"
+    )
+    assert JobQuery(flow_id="a,b").query_string(REFERENCE) == "flow_id=a%2Cb"
 
 
 def test_authorization_header_on_the_wire() -> None:

@@ -44,9 +44,23 @@ def test_batches_fill_the_request_line_without_passing_it(dialect: str, expected
 
 def test_odd_characters_cost_their_encoded_length(dialect: str) -> None:
     line_length = line_length_in(dialect)
-    flows = ["ä&=,/ #" * 20 for _ in range(100)]
+    flows = ["ä&=/ #" * 20 + f"{n}" for n in range(100)]
     batches = pack_flow_batches(flows, line_length)
-    assert sum(map(len, batches)) == 100
+    assert [f for batch in batches for f in batch] == flows
+    assert all(line_length(batch) <= REQUEST_LINE_LIMIT for batch in batches)
+    assert len(batches) < 100
+
+
+def test_a_flow_id_with_a_comma_is_alone_where_lists_are_comma_joined(dialect: str) -> None:
+    """`flow_id_in=a,b` would read `a,b` as two flows; alone, a flow is sent as `flow_id`."""
+    line_length = line_length_in(dialect)
+    joined = not dialect_named(dialect).indexed_lists
+    flows = ["f1", "odd,id", "f2", "f3"]
+    batches = pack_flow_batches(flows, line_length, joins_with_commas=joined)
+    if joined:
+        assert batches == [("odd,id",), ("f1", "f2", "f3")]
+    else:
+        assert batches == [tuple(flows)]
     assert all(line_length(batch) <= REQUEST_LINE_LIMIT for batch in batches)
 
 
