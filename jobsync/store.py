@@ -55,7 +55,7 @@ _UPDATE_SET = ", ".join(f"{c} = b.{c}" for c in JOB_COLUMNS if c != "id")
 _STORED = """
 CREATE OR REPLACE TEMP TABLE stored AS
 SELECT b.id,
-       hash(j.raw::VARCHAR) <> b.raw_hash
+       hash(j.raw) <> b.raw_hash
        AND coalesce(b.last_modified >= j.last_modified, TRUE) AS changed
 FROM (SELECT id, hash(raw) AS raw_hash, last_modified FROM incoming) AS b
 JOIN jobs AS j ON j.id = b.id

@@ -2,7 +2,7 @@
 -- The single source of truth for the tables; jobsync/store.py loads this file.
 -- Timestamps are TIMESTAMPTZ (UTC); counts BIGINT; `raw` is the record exactly as the API sent it,
 -- as JSON text (v2 had the JSON type: DuckDB's JSON functions and ->> read it alike; zstd keeps
--- it a third of the size and writes it faster, scripts/bench.py).
+-- it under half the size and writes it faster, scripts/bench.py).
 
 CREATE TABLE IF NOT EXISTS jobsync_meta (
     key   VARCHAR PRIMARY KEY,
