@@ -44,6 +44,7 @@ from jobsync.errors import (
     Unauthorized,
     Untrusted,
 )
+from jobsync.job_record import JobRecord, decode_job_page
 from jobsync.query import JobQuery, request_line_length
 from jobsync.ratelimit import AdaptiveRateLimiter
 from jobsync.retry import RetryPolicy, is_retryable_status, parse_retry_after
@@ -223,8 +224,10 @@ class JobsClient:
             self._session = None
 
     async def list_jobs(self, query: JobQuery) -> list[Any]:
-        """One page of jobs, newest first; items as the API sent them (a later stage vets them)."""
-        answer = await self._call("GET", "/jobs", query.query_string(self.dialect))
+        """One page of jobs, newest first; items as the API sent them (a later stage vets
+        them): JobRecords when every item plainly follows the type rules, else JSON values."""
+        query_string = query.query_string(self.dialect)
+        answer = await self._call("GET", "/jobs", query_string, expect=JobRecord)
         return answer.value
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
@@ -377,12 +380,17 @@ class JobsClient:
         return reply
 
     def _parse(self, reply: _Reply, expect: type) -> _Answer | str:
-        """The body as `expect` (list or dict), or why it is not usable (which is transient:
-        a proxy's error page, a body cut short)."""
+        """The body as `expect` (list, dict, or JobRecord for a list of them where it can be),
+        or why it is not usable (which is transient: a proxy's error page, a body cut short)."""
         if reply.status == 204 or not reply.body.strip():
-            if expect is list:
+            if expect is not dict:
                 return _Answer([], reply.next_url)
             return f"HTTP {reply.status} with an empty body"
+        if expect is JobRecord:
+            records = decode_job_page(reply.body)
+            if records is not None:
+                return _Answer(records, reply.next_url)
+            expect = list
         try:
             value = orjson.loads(reply.body)
         except orjson.JSONDecodeError:

@@ -15,6 +15,7 @@ from jobsync.cli_sync import configure_logging
 from jobsync.config import Settings
 from jobsync.crawl import JOB_STATUSES, JOB_TYPES, CrawlError, JobsSource, fill_flow_ids, job_keys
 from jobsync.cursor import Advance, CursorState, CursorStuck, Done, next_step, unseen
+from jobsync.job_record import as_dicts
 from jobsync.query import JobQuery
 from jobsync.render import job_table, job_tree, to_json, tree_document
 from jobsync.timestamps import format_iso_ms, parse_user_time
@@ -173,7 +174,7 @@ async def collect_jobs(
     found: list[Any] = []
     page_query = query
     while True:
-        page = await client.list_jobs(page_query)
+        page = as_dicts(await client.list_jobs(page_query))  # shown and filled as JSON
         full = len(page) >= page_size
         keys, ids = job_keys(page)
         found.extend(unseen(state, page, ids))

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from jobsync.cursor import Advance, CursorState, Done, next_step, unseen
 from jobsync.dialect import DIALECTS, REFERENCE, Dialect
 from jobsync.errors import JobsyncError, NotFound
+from jobsync.job_record import JobRecord, is_record
 from jobsync.partition import Partition
 from jobsync.query import JobQuery, parameter_names
 from jobsync.timestamps import format_iso_ms, parse_iso_ms
@@ -100,7 +101,7 @@ def job_keys(records: Sequence[Any]) -> tuple[list[tuple[int, str]], list[str | 
     keys: list[tuple[int, str]] = []
     ids: list[str | None] = []
     for record in records:
-        job_id = record.get("_id") if isinstance(record, dict) else None
+        job_id = record.get("_id") if is_record(record) else None
         job_id = job_id if isinstance(job_id, str) and job_id else None
         ids.append(job_id)
         if job_id is None:
@@ -246,11 +247,13 @@ class Crawler:
         )
 
         async def store(records: list[Any]) -> None:
+            filled: list[Any] = []
             for job in records:
-                if isinstance(job, dict):
+                if is_record(job):
                     self._check_child(job, step.flow_id, step.field)
-                    fill_flow_ids(job, step.flow_id, step.integration_id)
-            await emit(CrawlPage(records, partition.key))
+                    job = fill_flow_ids(job, step.flow_id, step.integration_id)
+                filled.append(job)
+            await emit(CrawlPage(filled, partition.key))
 
         await self._page_through(query, self.dialect.child_types, store)
 
@@ -271,7 +274,7 @@ class Crawler:
         if children:
             await emit(CrawlPage(children, key))
 
-    async def _children_of(self, parent: dict[str, Any]) -> list[Any]:
+    async def _children_of(self, parent: Any) -> list[Any]:
         """The child jobs of one flow job, with its `_flowId` and `_integrationId` filled in
         where the listing left them out."""
         children: list[Any] = []
@@ -283,8 +286,10 @@ class Crawler:
         await self._page_through(query, self.dialect.child_types, collect)
         flow_id, integration_id = parent.get("_flowId"), parent.get("_integrationId")
         integration_id = integration_id if isinstance(integration_id, str) else None
+        filled: list[Any] = []
         for child in children:
-            if not isinstance(child, dict):
+            if not is_record(child):
+                filled.append(child)
                 continue
             link = child.get("_flowJobId", child.get("_parentJobId"))
             if link is not None and link != parent["_id"]:
@@ -295,10 +300,9 @@ class Crawler:
                 )
             if isinstance(flow_id, str):
                 self._check_child(child, flow_id, "flow_job_id")
-                fill_flow_ids(
-                    child, flow_id, integration_id if isinstance(integration_id, str) else None
-                )
-        return children
+                child = fill_flow_ids(child, flow_id, integration_id)
+            filled.append(child)
+        return filled
 
     async def _page_through(
         self, query: JobQuery, types: Sequence[str], on_page: OnRecords
@@ -376,7 +380,7 @@ class Crawler:
         """A top-level job whose children the flow listing leaves out."""
         return (
             self.fetch_children
-            and isinstance(job, dict)
+            and is_record(job)
             and isinstance(job.get("_id"), str)
             and job.get("type") in self.dialect.top_level_types
         )
@@ -386,7 +390,7 @@ class Crawler:
         filter (integrator.io ignores a misspelled one): fail loudly, never store it."""
         asked = set(flow_ids)
         for job in records:
-            flow = job.get("_flowId") if isinstance(job, dict) else None
+            flow = job.get("_flowId") if is_record(job) else None
             if isinstance(flow, str) and flow not in asked:
                 name = self._param("flow_id" if len(flow_ids) == 1 else "flow_ids")
                 raise CrawlError(
@@ -395,7 +399,7 @@ class Crawler:
                     f"({self.dialect.name}) right?"
                 )
 
-    def _check_child(self, job: dict[str, Any], flow_id: str, field: str) -> None:
+    def _check_child(self, job: Any, flow_id: str, field: str) -> None:
         flow = job.get("_flowId")
         if isinstance(flow, str) and flow != flow_id:
             raise CrawlError(
@@ -408,7 +412,7 @@ class Crawler:
         return parameter_names(self.dialect)[field]
 
 
-def _ended_by(job: dict[str, Any], moment: int | None) -> bool:
+def _ended_by(job: Any, moment: int | None) -> bool:
     """Whether the job ended by `moment` (so its children were created by then too)."""
     if moment is None:
         return False
@@ -418,19 +422,25 @@ def _ended_by(job: dict[str, Any], moment: int | None) -> bool:
         return False
 
 
-def fill_flow_ids(job: dict[str, Any], flow_id: str, integration_id: str | None) -> None:
+def fill_flow_ids(job: Any, flow_id: str, integration_id: str | None) -> Any:
     """Give a child the `_flowId` and `_integrationId` of its flow where it lacks them, placed
-    after `status` as the API places them, so a later full record of it compares equal."""
+    after `status` as the API places them, so a later full record of it compares equal.
+    Returns the child: a dict filled in place, or a JobRecord as is, or as a filled dict."""
+    if isinstance(job, JobRecord):
+        if job.flow_id is not None and (job.integration_id is not None or integration_id is None):
+            return job
+        job = job.as_dict()
     missing = {"_integrationId": integration_id, "_flowId": flow_id}
     missing = {k: v for k, v in missing.items() if v is not None and k not in job}
     if not missing:
-        return
+        return job
     items = list(job.items())
     at = next((i + 1 for i, (key, _) in enumerate(items) if key == "status"), 0)
     job.clear()
     job.update(items[:at])
     job.update(missing)
     job.update(items[at:])
+    return job
 
 
 async def _all(coroutines: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
@@ -447,5 +457,5 @@ async def _all(coroutines: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
 def _values(known: Sequence[str], page: list[Any], field: str) -> list[str]:
     """The known values of a field plus any others the page shows (new types and statuses
     appear; a split that left them out would lose their jobs)."""
-    seen = {r.get(field) for r in page if isinstance(r, dict) and isinstance(r.get(field), str)}
+    seen = {r.get(field) for r in page if is_record(r) and isinstance(r.get(field), str)}
     return list(known) + sorted(seen - set(known))

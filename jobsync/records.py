@@ -16,9 +16,12 @@ text, in `rejects`) rather than a silent NULL, and every field, known or not, su
   is refused (seconds or milliseconds?), and so is a timestamp without a timezone;
 - `flow_job_id` is `_flowJobId`, or `_parentJobId` when the record has no `_flowJobId`.
 
-This is the sync's hot path. A page whose records all plainly follow the rules (the common
-case) is converted by Arrow's C++ converters in one go; any other page takes the checking
-path, column by column, which finds each bad value and says why. Both give the same rows.
+This is the sync's hot path. A page the client decoded into JobRecords (every known field of
+its plain type, see jobsync.job_record) becomes columns straight from their fields, with
+`raw` the record's text as the API sent it. A page of dicts whose records all plainly follow
+the rules is converted by Arrow's C++ converters in one go. Any other page takes the checking
+path, column by column, which finds each bad value and says why. All give the same rows
+(`raw` aside, which the dict paths write as compact JSON).
 """
 
 from __future__ import annotations
@@ -31,10 +34,20 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobsync.job_record import (
+    JOB_FIELDS,
+    PARENT_AT,
+    PARENT_JOB_FIELD,
+    RAW_AT,
+    REQUIRED_FIELDS,
+    JobRecord,
+    as_dicts,
+)
 from jobsync.timestamps import FIRST_MS, LAST_MS, parse_iso_ms
 
 _INT64_MIN = -(2**63)
@@ -181,35 +194,13 @@ _COUNT = _Kind(pa.int64(), _count, _int64s)
 _BOOLEAN = _Kind(pa.bool_(), _boolean, _as_is(bool))
 _TIME = _Kind(_TIMESTAMP, _timestamp, _timestamps)
 
+_KINDS = {"id": _ID, "string": _STRING, "count": _COUNT, "boolean": _BOOLEAN, "time": _TIME}
 # (column, API field, kind), in the column order of `jobs`; flow_job_id and raw are special.
-_FIELDS: tuple[tuple[str, str, _Kind], ...] = (
-    ("id", "_id", _ID),
-    ("type", "type", _STRING),
-    ("status", "status", _STRING),
-    ("integration_id", "_integrationId", _STRING),
-    ("flow_id", "_flowId", _STRING),
-    ("export_id", "_exportId", _STRING),
-    ("import_id", "_importId", _STRING),
-    ("flow_job_id", "_flowJobId", _STRING),
-    ("flow_execution_group_id", "flowExecutionGroupId", _STRING),
-    ("num_success", "numSuccess", _COUNT),
-    ("num_error", "numError", _COUNT),
-    ("num_ignore", "numIgnore", _COUNT),
-    ("num_export", "numExport", _COUNT),
-    ("num_pages_generated", "numPagesGenerated", _COUNT),
-    ("num_pages_processed", "numPagesProcessed", _COUNT),
-    ("num_resolved", "numResolved", _COUNT),
-    ("retriable", "retriable", _BOOLEAN),
-    ("done_exporting", "doneExporting", _BOOLEAN),
-    ("canceled_by", "canceledBy", _STRING),
-    ("created_at", "createdAt", _TIME),
-    ("started_at", "startedAt", _TIME),
-    ("ended_at", "endedAt", _TIME),
-    ("last_modified", "lastModified", _TIME),
-    ("purge_at", "purgeAt", _TIME),
+_FIELDS: tuple[tuple[str, str, _Kind], ...] = tuple(
+    (column, key, _KINDS[kind]) for column, key, kind in JOB_FIELDS
 )
-_REQUIRED = frozenset({"_id", "createdAt"})
-_PARENT_JOB = "_parentJobId"
+_REQUIRED = REQUIRED_FIELDS
+_PARENT_JOB = PARENT_JOB_FIELD
 
 _COUNT_KEYS = tuple(key for _, key, kind in _FIELDS if kind is _COUNT)
 _INT_OR_NULL = frozenset({int, _NONE})
@@ -256,13 +247,48 @@ class NormalisedPage:
 
 
 def normalise_page(records: list[Any]) -> NormalisedPage:
-    """Rows and rejects of one page of raw records.
+    """Rows and rejects of one page of raw records (dicts, other JSON values, JobRecords).
 
     Within the page, records that share an `_id` collapse to one row: the one with the
     latest `lastModified` (a missing one counts as oldest); on a tie, the later in the page.
     """
+    if records and all(type(record) is JobRecord for record in records):
+        typed = _typed_page(records)
+        if typed is not None:
+            return typed
+    records = as_dicts(records)
     plain = _plain_page(records)
     return plain if plain is not None else _checked_page(records)
+
+
+def _typed_page(jobs: list[Any]) -> NormalisedPage | None:
+    """The page of JobRecords (every known field of its plain type, see jobsync.job_record)
+    as columns, or None when an id repeats or a timestamp is not in the API's spelling."""
+    columns = list(zip(*map(msgspec.structs.astuple, jobs), strict=True))
+    ids = list(columns[0])
+    if len(set(ids)) != len(ids):
+        return None
+    arrays: list[pa.Array] = []
+    for values, (_, _, kind) in zip(columns, _FIELDS, strict=False):
+        if kind is _TIME:
+            moments = _plain_timestamps(pa.array(values, type=pa.string()))
+            if moments is None:
+                return None
+            arrays.append(moments)
+        else:
+            arrays.append(pa.array(values, type=kind.arrow))
+    parents = columns[PARENT_AT]
+    if any(parent is not None for parent in parents):
+        own = arrays[_FLOW_JOB_AT]
+        arrays[_FLOW_JOB_AT] = pc.coalesce(own, pa.array(parents, type=pa.string()))
+    arrays.append(pa.array(columns[RAW_AT], type=pa.binary()).cast(pa.string()))
+    return NormalisedPage(
+        rows=pa.Table.from_arrays(arrays, schema=JOB_ARROW_SCHEMA),
+        ids=ids,
+        rejects=[],
+        count=len(jobs),
+        duplicates=0,
+    )
 
 
 def _checked_page(records: list[Any]) -> NormalisedPage:

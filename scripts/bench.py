@@ -42,6 +42,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from jobsync.job_record import decode_job_page
 from jobsync.records import normalise_page
 from jobsync.simulator import Account, AccountConfig, JobFilter, ServerOptions
 from jobsync.simulator.process import SimulatorProcess, SimulatorProcessError
@@ -334,7 +335,9 @@ def ingest(pages: list[bytes], db: Path, options: SyncOptions) -> IngestResult:
         task = asyncio.create_task(writer.run())
         for page in pages:
             t0 = time.perf_counter()
-            records = orjson.loads(page)
+            records = decode_job_page(page)  # as the client decodes a listing
+            if records is None:
+                records = orjson.loads(page)
             t1 = time.perf_counter()
             normalised = normalise_page(records)
             t2 = time.perf_counter()

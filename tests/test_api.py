@@ -36,6 +36,7 @@ from jobsync.errors import (
     Unauthorized,
     Untrusted,
 )
+from jobsync.job_record import as_dicts
 from jobsync.query import JobQuery
 from jobsync.secret import ApiToken
 
@@ -173,7 +174,7 @@ def test_429_honours_retry_after_seconds_and_slows_the_limiter() -> None:
             return await client.list_jobs(JobQuery()), client.limiter.rate, client.stats
 
         jobs, rate, stats = run(clock, call, rate_limit=20.0)
-    assert jobs == [JOB_A]
+    assert as_dicts(jobs) == [JOB_A]
     assert 3.0 in clock.sleeps
     assert sum(clock.sleeps) == pytest.approx(3.0, abs=0.5)
     assert rate < 20.0
@@ -666,7 +667,7 @@ def test_a_body_cut_short_on_the_socket_is_retried() -> None:
     cut = http_response(b'[{"_id": "a", "createdAt": "2024-01-15T10:00:00.000Z"}', length=500)
     whole = http_response(orjson.dumps([JOB_A]))
     jobs, requests, client = on_wire([cut, whole], lambda c: c.list_jobs(JobQuery()))
-    assert jobs == [JOB_A]
+    assert as_dicts(jobs) == [JOB_A]
     assert len(requests) == 2
     assert (client.stats.retries, client.stats.transport_errors) == (1, 1)
 

@@ -18,6 +18,7 @@ from jobsync.crawl import Crawler, CrawlError, CrawlPage, job_keys
 from jobsync.cursor import CursorState
 from jobsync.dialect import INTEGRATOR
 from jobsync.errors import NotFound
+from jobsync.job_record import as_dicts
 from jobsync.partition import Partition
 from jobsync.query import JobQuery
 from jobsync.secret import ApiToken
@@ -252,7 +253,7 @@ def test_children_come_complete_and_before_the_cursor_passes_their_flow_job(
     sim = make_simulator(flows=3, days=3, page_size=40, long_running_share=0.2)
     pages, _, requests = crawl_integrator(sim, know_steps)
     truth = sim.account.listed_jobs(sim.clock.now_ms(), "integrator")
-    got = {r["_id"]: r for page in pages for r in page.records}
+    got = {r["_id"]: r for page in pages for r in as_dicts(page.records)}
     assert got == truth, "children carry their flow's ids, filled in from the flow job"
     emitted: set[str] = set()
     for page in pages:
