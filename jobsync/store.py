@@ -62,6 +62,16 @@ JOIN jobs AS j ON j.id = b.id
 """
 _OLDEST = -(2**63)
 _ANY_STORED = "SELECT EXISTS (SELECT 1 FROM jobs WHERE id IN (SELECT id FROM incoming))"
+# A sync into an empty warehouse (a first backfill) knows every id it stored: their hashes,
+# in a table of its connection. A batch none of whose hashes is there is all new, found
+# without scanning every stored id (which made a backfill's commits grow with its square).
+_TRACK_IDS = """
+CREATE TEMP TABLE stored_ids AS SELECT hash(id) AS h FROM jobs WHERE false
+"""
+_ANY_TRACKED = """
+SELECT EXISTS (SELECT 1 FROM stored_ids WHERE h IN (SELECT hash(id) FROM incoming))
+"""
+_NOTE_TRACKED = "INSERT INTO stored_ids SELECT hash(id) FROM incoming"
 _INSERT_ALL = f"""
 INSERT INTO jobs ({_DATA_COLUMNS}, first_seen_at, last_synced_at)
 SELECT {_DATA_COLUMNS}, $now, $now FROM incoming
@@ -117,6 +127,7 @@ class Warehouse:
         self.connection = connection
         self.path = path
         self._batches: duckdb.DuckDBPyConnection | None = None
+        self._tracking_ids = False  # see _TRACK_IDS
         self._capped = False  # under the `memory_mb` of open, not yet lifted
 
     @classmethod
@@ -427,18 +438,22 @@ class Warehouse:
             # Its own connection: a result left unread on the main one (by a caller) would
             # make DuckDB refuse to register the batch.
             self._batches = self.connection.cursor()
+            if _scalar(self._batches, "SELECT NOT EXISTS (SELECT 1 FROM jobs)"):
+                self._batches.execute(_TRACK_IDS)
+                self._tracking_ids = True
         now = ms_to_datetime(now_ms)
+        tracked = self._tracking_ids
         if self._capped and _longest_value(rows, rejects) > LONG_VALUE_BYTES:
             self._lift_memory_cap()
         try:
             try:
-                return _commit(self._batches, rows, rejects, cursors, run_id, now)
+                return _commit(self._batches, rows, rejects, cursors, run_id, now, tracked)
             except (duckdb.OutOfMemoryException, duckdb.TransactionException):
                 if not self._capped:
                     raise
                 # rolled back (as is a commit that fails before it is written): once more
             self._lift_memory_cap()
-            return _commit(self._batches, rows, rejects, cursors, run_id, now)
+            return _commit(self._batches, rows, rejects, cursors, run_id, now, tracked)
         except (duckdb.OutOfMemoryException, duckdb.FatalException) as exc:
             raise WarehouseError(
                 f"DuckDB could not store a batch of {rows.num_rows} jobs "
@@ -476,6 +491,7 @@ def _commit(
     cursors: dict[str, CursorState | None],
     run_id: str,
     now: datetime,
+    tracked: bool,
 ) -> UpsertCounts:
     counts = UpsertCounts(rejects=len(rejects))
     # registered outside the transaction, so that a failed statement's error is the one
@@ -484,7 +500,7 @@ def _commit(
     try:
         with _Transaction(con):
             if rows.num_rows:
-                _upsert(con, now, counts)
+                _upsert(con, now, counts, tracked)
             _log_rejects(con, rejects, run_id, now)
             _move_cursors(con, cursors)
     finally:
@@ -492,9 +508,17 @@ def _commit(
     return counts
 
 
-def _upsert(con: duckdb.DuckDBPyConnection, now: datetime, counts: UpsertCounts) -> None:
-    """Insert what is new and update what changed among the registered `incoming`."""
-    if not _scalar(con, _ANY_STORED):  # a backfill's every batch
+def _upsert(
+    con: duckdb.DuckDBPyConnection, now: datetime, counts: UpsertCounts, tracked: bool
+) -> None:
+    """Insert what is new and update what changed among the registered `incoming`;
+    `tracked`: the connection's `stored_ids` holds every stored id (see _TRACK_IDS)."""
+    if tracked:
+        all_new = not _scalar(con, _ANY_TRACKED)
+        con.execute(_NOTE_TRACKED)  # inside the transaction: undone with the batch
+    else:
+        all_new = not _scalar(con, _ANY_STORED)
+    if all_new:  # a backfill's every batch
         counts.inserted += _scalar(con, _INSERT_ALL, {"now": now})
         return
     con.execute(_STORED)

@@ -83,6 +83,20 @@ def test_upsert_inserts_updates_and_leaves_the_unchanged_alone(warehouse: Wareho
     assert seen == {"a": T0, "b": T0}
 
 
+def test_a_first_sync_finds_every_id_it_stored_in_any_earlier_batch(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.duckdb"
+    with Warehouse.open(path) as fresh:  # empty: the run tracks the ids it stores
+        commit(fresh, [job("a"), job("b")])
+        commit(fresh, [job("c")])
+        again = commit(fresh, [job("d"), job("a", "completed", T0 + 1), job("c")])
+        assert (again.inserted, again.updated, again.unchanged) == (1, 1, 1)
+    with Warehouse.open(path) as reopened:  # not empty: scans what is stored
+        later = commit(reopened, [job("b", "completed", T0 + 2), job("e")])
+        assert (later.inserted, later.updated, later.unchanged) == (1, 1, 0)
+        counted = rows(reopened, "SELECT count(*), count(DISTINCT id) FROM jobs")
+    assert counted == [(5, 5)]
+
+
 def test_an_older_record_never_replaces_a_newer_row(warehouse: Warehouse) -> None:
     commit(warehouse, [job("a", "completed", T0 + 5000)])
     counts = commit(warehouse, [job("a", "running", T0)])
