@@ -30,7 +30,7 @@ def check(simulator: Any, *args: str, token: str = TOKEN) -> Result:
 def test_check_reports_what_the_token_can_see(simulator: Any) -> None:
     result = check(simulator)
     assert result.exit_code == 0, result.output
-    flows = len(simulator.account.flows())
+    flows = len(simulator.account.flows(simulator.clock.now_ms()))
     assert f"flows visible: {flows:,}" in result.stdout
     assert f"dialect {simulator.options.dialect}" in result.stdout
     assert "region custom" in result.stdout
@@ -43,7 +43,7 @@ def test_check_json(simulator: Any) -> None:
     result = check(simulator, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["flows"] == len(simulator.account.flows())
+    assert report["flows"] == len(simulator.account.flows(simulator.clock.now_ms()))
     assert report["dialect"] == simulator.options.dialect
     assert (report["token_info"] is None) == (simulator.options.dialect == "reference")
     assert report["api_time"].startswith("2026-11-01T00:00:00")

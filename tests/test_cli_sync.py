@@ -178,7 +178,7 @@ def test_plain_http_to_a_remote_host_is_refused(tmp_path: Path) -> None:
 
 
 def test_flows_file_with_comments(slow_sim: SimulatorServer, tmp_path: Path) -> None:
-    flows = [f["_id"] for f in slow_sim.account.flows()][:2]
+    flows = [f["_id"] for f in slow_sim.account.flows(slow_sim.clock.now_ms())][:2]
     path = tmp_path / "flows.txt"
     path.write_text(f"# nightly flows\n{flows[0]}  # orders\n\n{flows[1]}\n")
     db = tmp_path / "j.duckdb"

@@ -242,7 +242,7 @@ def crawl_integrator(
             return client.stats.requests
 
     requests = asyncio.run(main())
-    return pages, {f["_id"] for f in sim.account.flows()}, requests
+    return pages, {f["_id"] for f in sim.account.flows(sim.clock.now_ms())}, requests
 
 
 @pytest.mark.parametrize("dialect", ["integrator"])

@@ -6,6 +6,7 @@ end. Every other test file runs against both dialects."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import re
@@ -238,7 +239,7 @@ def test_every_resource_filter_and_the_other_dialects_spelling_ignored(
 
 
 def test_flow_and_type_lists_in_every_spelling(simulator: SimulatorServer) -> None:
-    flows = [flow["_id"] for flow in simulator.account.flows()[:3]]
+    flows = [flow["_id"] for flow in simulator.account.flows(simulator.clock.now_ms())[:3]]
     jobs = truth(simulator)
     expected = subset(jobs, lambda job: job["_flowId"] in flows and job["type"] != "export")
     spellings: list[Params] = [
@@ -287,7 +288,7 @@ def test_status_type_and_count_filters(
 
 
 def test_filters_combine_and_unknown_parameters_are_ignored(simulator: SimulatorServer) -> None:
-    flow = simulator.account.flows()[0]["_id"]
+    flow = simulator.account.flows(simulator.clock.now_ms())[0]["_id"]
     expected = subset(
         truth(simulator), lambda job: job["_flowId"] == flow and job["type"] == "flow"
     )
@@ -358,7 +359,7 @@ def test_a_crowded_millisecond_holds_more_than_a_page(make_simulator: Make) -> N
     assert len(list_jobs(server, params)) == 1001
     # split by flow, type and status, every part fits a page and together they are all
     found: dict[str, dict[str, Any]] = {}
-    for flow in server.account.flows():
+    for flow in server.account.flows(server.clock.now_ms()):
         for kind in ("flow", "export", "import"):
             for status in ("completed", "failed", "canceled", "running", "queued"):
                 split = [("_flowId", flow["_id"]), ("type", kind), ("status", status)]
@@ -525,8 +526,11 @@ def test_odd_records_carry_extra_missing_and_null_fields(make_simulator: Make) -
 def test_flows_are_listed(simulator: SimulatorServer) -> None:
     reply = call(simulator, "/flows")
     assert reply.status == 200
-    assert reply.body == simulator.account.flows()
-    assert all(set(flow) == {"_id", "name", "_integrationId", "disabled"} for flow in reply.body)
+    assert reply.body == simulator.account.flows(simulator.clock.now_ms())
+    assert all(
+        set(flow) == {"_id", "name", "_integrationId", "disabled", "lastModified"}
+        for flow in reply.body
+    )
     assert any(flow["disabled"] for flow in reply.body)
     assert len({flow["_integrationId"] for flow in reply.body}) > 1
 
@@ -536,8 +540,63 @@ def test_the_same_seed_gives_the_same_account() -> None:
     one, two = Account(config), Account(config)
     other = Account(AccountConfig(flows=3, days=5, future_days=0, seed=2))
     now = config.start_ms
-    assert one.flows() == two.flows() and one.listed_jobs(now) == two.listed_jobs(now)
-    assert one.flows() != other.flows()
+    assert one.flows(now) == two.flows(now) and one.listed_jobs(now) == two.listed_jobs(now)
+    assert one.flows(now) != other.flows(now)
+
+
+def test_unedited_flows_keep_the_history_they_had_and_were_last_modified_when_created() -> None:
+    # edited_share=0 draws nothing: the digest was taken before flows had a lastModified
+    account = Account(AccountConfig(flows=4, days=5, future_days=2, crowded_ms_jobs=5))
+    end = account.config.start_ms + 2 * DAY_MS
+    flows = account.flows(end, "integrator")
+    jobs = account.listed_jobs(end, "integrator")
+    assert len(jobs) == len(account)
+    unchanged = [{k: v for k, v in flow.items() if k != "lastModified"} for flow in flows]
+    digest = hashlib.sha256(orjson.dumps([unchanged, jobs])).hexdigest()
+    assert digest == "21e943a6483333ee3efa958b2ede299fa711f2c0732045d661754e29845c8cd8"
+    for flow in flows:
+        created = int(flow["_id"][:8], 16) * 1000  # the flow's ObjectId tells its creation
+        first = min(ms(job) for job in jobs.values() if job["_flowId"] == flow["_id"])
+        assert ms(flow, "lastModified") == created < first
+
+
+def test_an_edited_flow_stops_listing_its_removed_import_whose_earlier_jobs_stay(
+    make_simulator: Make,
+) -> None:
+    server = make_simulator(dialect="integrator", flows=8, days=10, edited_share=0.75)
+    history = server.account.history
+    edited = [flow for flow in history.flows if flow.import_removed_ms is not None]
+    start = server.clock.now_ms()
+    assert len(edited) == 6
+    later = min((f for f in edited if f.import_removed_ms > start), key=lambda f: f.id)
+    kept = 0
+    for moment in (start, later.import_removed_ms):
+        manual(server).set(moment)
+        jobs = server.account.listed_jobs(moment, "integrator")
+        listed = {flow["_id"]: flow for flow in call(server, "/flows").body}
+        for flow in history.flows:
+            removed = flow.import_removed_ms is not None and flow.import_removed_ms <= moment
+            shown = listed[flow.id]
+            imports = flow.import_ids[:-1] if removed else flow.import_ids
+            assert [p["_importId"] for p in shown["pageProcessors"]] == list(imports)
+            changed = flow.import_removed_ms if removed else int(flow.id[:8], 16) * 1000
+            assert ms(shown, "lastModified") == changed
+            if flow.import_removed_ms is None:
+                continue
+            gone = flow.import_ids[-1]
+            runs = subset(jobs, lambda j, f=flow.id: j["_flowId"] == f and j["type"] in TOP_LEVEL)
+            before = {i for i, run in runs.items() if ms(run) < flow.import_removed_ms}
+            theirs = subset(jobs, lambda j, g=gone: j.get("_importId") == g)
+            assert {j.get("_flowJobId", j.get("_parentJobId")) for j in theirs.values()} == before
+            assert crawl(server, [("_importId", gone)]) == theirs
+            kept += len(theirs)
+    assert kept, "the removed imports' earlier jobs are listed"
+    assert any(f.import_removed_ms < start for f in edited), "some edits precede the start"
+
+
+def test_shares_outside_zero_to_one_are_refused() -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        AccountConfig(edited_share=1.5)
 
 
 # --- what the API refuses --------------------------------------------------------------
@@ -641,7 +700,7 @@ _SCALE_SCRIPT = textwrap.dedent(
     built = time.perf_counter() - began
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     listed = account.count_listed(account.config.start_ms)
-    flows = ",".join(flow["_id"] for flow in account.flows()[:100])
+    flows = ",".join(flow["_id"] for flow in account.flows(account.config.start_ms)[:100])
     with SimulatorServer(account, ServerOptions(token="t")) as server:
         request = urllib.request.Request(
             server.url + "/jobs?flow_id_in=" + flows, headers=server.headers

@@ -175,7 +175,7 @@ def test_a_rejected_token_ends_the_run_and_is_logged(dialect: str, tmp_path: Pat
 def test_selected_flows_only(dialect: str, tmp_path: Path) -> None:
     db = tmp_path / "jobs.duckdb"
     with simulator(dialect, days=5) as sim:
-        flows = [f["_id"] for f in sim.account.flows(dialect)][:2]
+        flows = [f["_id"] for f in sim.account.flows(sim.clock.now_ms(), dialect)][:2]
         summary = sync(sim, db, flow_ids=tuple(flows))
         assert summary.outcome == "succeeded"
         expected = {i: j for i, j in truth(sim).items() if j.get("_flowId") in flows}
@@ -209,7 +209,7 @@ def test_a_flow_deleted_since_the_last_run_is_still_read_until_its_jobs_purge(
     db = tmp_path / "jobs.duckdb"
     with simulator(dialect, days=3) as sim:
         assert sync(sim, db).outcome == "succeeded"
-        gone = sim.account.flows(dialect)[0]["_id"]
+        gone = sim.account.flows(sim.clock.now_ms(), dialect)[0]["_id"]
         real_list_flows = JobsClient.list_flows
 
         async def without_gone(self: JobsClient) -> list[Any]:

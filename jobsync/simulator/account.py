@@ -83,17 +83,20 @@ class Account:
         """Every job ever generated, listed or not (future, purged) at any given moment."""
         return len(self.history)
 
-    def flows(self, dialect: str = "reference") -> list[dict[str, Any]]:
-        """`GET /flows`: every flow's `_id`, `name`, `_integrationId` and `disabled`; in the
-        integrator dialect also its steps (`pageGenerators`, `pageProcessors`)."""
+    def flows(self, now_ms: int, dialect: str = "reference") -> list[dict[str, Any]]:
+        """`GET /flows` at `now_ms`: every flow's `_id`, `name`, `_integrationId`, `disabled`
+        and `lastModified`; in the integrator dialect also its current steps
+        (`pageGenerators`, `pageProcessors`)."""
         flows = self.history.flows
         if dialect != INTEGRATOR:
-            return [flow.as_dict() for flow in flows]
+            return [flow.as_dict(now_ms) for flow in flows]
         return [
             {
-                **flow.as_dict(),
+                **flow.as_dict(now_ms),
                 "pageGenerators": [{"_exportId": e} for e in flow.export_ids],
-                "pageProcessors": [{"type": "import", "_importId": i} for i in flow.import_ids],
+                "pageProcessors": [
+                    {"type": "import", "_importId": i} for i in flow.import_ids_at(now_ms)
+                ],
             }
             for flow in flows
         ]

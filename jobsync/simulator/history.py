@@ -12,10 +12,10 @@ import math
 import random
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
-from jobsync.timestamps import parse_iso_ms
+from jobsync.timestamps import format_iso_ms, parse_iso_ms
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -67,6 +67,7 @@ class AccountConfig:
     odd_share: float = 0.02
     failure_share: float = 0.04
     cancel_share: float = 0.01
+    edited_share: float = 0.0  # flows that lose their last import inside the history
 
     def __post_init__(self) -> None:
         if min(self.flows, self.integrations, self.retention_days) < 1:
@@ -77,7 +78,8 @@ class AccountConfig:
             raise ValueError("runs_per_flow_per_day must be > 0 and crowded_ms_jobs >= 0")
         shares = (self.disabled_share, self.burst_share, self.late_share)
         shares += (self.long_running_share, self.odd_share, self.failure_share)
-        if not all(0 <= share <= 1 for share in (*shares, self.cancel_share)):
+        shares += (self.cancel_share, self.edited_share)
+        if not all(0 <= share <= 1 for share in shares):
             raise ValueError("every *_share must be between 0 and 1")
         if self.failure_share + self.cancel_share > 1:
             raise ValueError("failure_share + cancel_share must not exceed 1")
@@ -90,21 +92,39 @@ class AccountConfig:
 
 @dataclass(frozen=True)
 class Flow:
-    """A flow of the account, with the exports and imports its runs create jobs for."""
+    """A flow of the account, with the exports and imports its runs create jobs for.
+
+    An edited flow loses its last import at `import_removed_ms`: runs from then on create no
+    job for it, and `GET /flows` no longer lists it, while its earlier jobs stay listed.
+    """
 
     id: str
     name: str
     integration_id: str
     disabled: bool
     export_ids: tuple[str, ...]
-    import_ids: tuple[str, ...]
+    import_ids: tuple[str, ...]  # every import it ever had, the removed one last
+    created_ms: int
+    import_removed_ms: int | None = None
 
-    def as_dict(self) -> dict[str, object]:
+    def import_ids_at(self, moment: int) -> tuple[str, ...]:
+        """The imports of the flow at `moment` (a run then creates a job for each)."""
+        removed = self.import_removed_ms
+        edited = removed is not None and moment >= removed
+        return self.import_ids[:-1] if edited else self.import_ids
+
+    def last_modified_at(self, moment: int) -> int:
+        """When the flow's steps last changed, as seen at `moment`."""
+        removed = self.import_removed_ms
+        return removed if removed is not None and moment >= removed else self.created_ms
+
+    def as_dict(self, now_ms: int) -> dict[str, object]:
         return {
             "_id": self.id,
             "name": self.name,
             "_integrationId": self.integration_id,
             "disabled": self.disabled,
+            "lastModified": format_iso_ms(self.last_modified_at(now_ms)),
         }
 
 
@@ -180,12 +200,14 @@ class History:
 def generate_history(config: AccountConfig) -> History:
     """The account's flows and all their runs from `days` before start to `future_days` after."""
     rng = random.Random(config.seed)
+    begin = config.start_ms - config.days * DAY_MS
+    end = config.start_ms + config.future_days * DAY_MS
     flows = _make_flows(rng, config)
+    if config.edited_share:  # drawn only then: unedited accounts keep their history
+        flows = _edit_flows(rng, flows, round(len(flows) * config.edited_share), begin, end)
     salt = (rng.getrandbits(24), rng.getrandbits(40), rng.getrandbits(24), rng.getrandbits(40))
     history = History(flows=flows, id_salt=salt)
     runs = _Runs(rng, config, history)
-    begin = config.start_ms - config.days * DAY_MS
-    end = config.start_ms + config.future_days * DAY_MS
     bursty = set(rng.sample(range(len(flows)), round(len(flows) * config.burst_share)))
     for index, flow in enumerate(flows):
         stop = end
@@ -231,9 +253,28 @@ def _make_flows(rng: random.Random, config: AccountConfig) -> list[Flow]:
                 disabled=index in disabled,
                 export_ids=tuple(_object_id(rng, at + 1) for _ in range(exports)),
                 import_ids=tuple(_object_id(rng, at + 2) for _ in range(imports)),
+                created_ms=at * 1000,
             )
         )
     return flows
+
+
+def _edit_flows(
+    rng: random.Random, flows: list[Flow], count: int, begin: int, end: int
+) -> list[Flow]:
+    """`count` random flows get one more import, removed at a random moment of [begin, end):
+    a step a user deleted, whose earlier jobs the API still lists."""
+    edited = set(rng.sample(range(len(flows)), count))
+    return [
+        replace(
+            flow,
+            import_ids=(*flow.import_ids, _object_id(rng, flow.created_ms // 1000 + 3)),
+            import_removed_ms=rng.randrange(begin, max(begin + 1, end)),
+        )
+        if index in edited
+        else flow
+        for index, flow in enumerate(flows)
+    ]
 
 
 def _burst_instants(config: AccountConfig, begin: int, stop: int) -> range:
@@ -298,8 +339,9 @@ class _Runs:
             children.append(
                 (EXPORT, number, child_created, child_start, child_end, COMPLETED, counts)
             )
-        failing = len(flow.import_ids) - 1 if outcome == FAILED else -1
-        for number in range(len(flow.import_ids)):
+        imports = len(flow.import_ids_at(created))
+        failing = imports - 1 if outcome == FAILED else -1
+        for number in range(imports):
             child_created = created + 1 + rng.randrange(MAX_CHILD_DELAY_MS)
             child_start = max(child_created, start + duration // 5)
             child_end = max(child_start + 1, natural_end - rng.randrange(duration // 10))

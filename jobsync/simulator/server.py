@@ -243,7 +243,7 @@ class _JobsApi:
         return json_response(job)
 
     async def list_flows(self, request: web.Request) -> web.Response:
-        return json_response(self.account.flows(self.dialect.name))
+        return json_response(self.account.flows(self.clock.now_ms(), self.dialect.name))
 
     async def token_info(self, request: web.Request) -> web.Response:
         """`GET /tokenInfo`: who the (already checked) token belongs to; never the token."""
