@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
@@ -69,10 +69,19 @@ class Step:
     integration_id: str | None
 
 
-def flow_steps(flows: Iterable[Any]) -> dict[str, tuple[Step, ...]]:
+@dataclass(frozen=True)
+class FlowSteps:
+    """A flow's current steps and when they last changed (its `lastModified`; None when
+    missing or unreadable). A step removed since then still has jobs no current step lists."""
+
+    steps: tuple[Step, ...]
+    changed_ms: int | None
+
+
+def flow_steps(flows: Iterable[Any]) -> dict[str, FlowSteps]:
     """flow id -> its steps, from `GET /flows` records that list them (`pageGenerators[]`,
     `pageProcessors[]`); flows that list none are left out (their steps are unknown)."""
-    steps: dict[str, tuple[Step, ...]] = {}
+    steps: dict[str, FlowSteps] = {}
     for flow in flows:
         if not isinstance(flow, dict) or not isinstance(flow.get("_id"), str):
             continue
@@ -88,8 +97,26 @@ def flow_steps(flows: Iterable[Any]) -> dict[str, tuple[Step, ...]]:
             if isinstance(item, dict) and isinstance(item.get(key), str) and item[key]
         ]
         if found:
-            steps[flow["_id"]] = tuple(found)
+            steps[flow["_id"]] = FlowSteps(tuple(found), _moment(flow.get("lastModified")))
     return steps
+
+
+def why_steps_miss_children(partition: Partition, steps: Mapping[str, FlowSteps]) -> str | None:
+    """Why listing the partition's children by step could miss some, or None when it cannot:
+    the steps are the flows' current ones, so every flow's must be known and unchanged since
+    the window began (a step removed inside it or later has jobs in it that none lists)."""
+    if partition.window_gte is None:
+        return "the window has no start"
+    for flow_id in partition.flow_ids:
+        known = steps.get(flow_id)
+        if known is None:
+            return f"the steps of flow {flow_id} are unknown"
+        if known.changed_ms is None:
+            return f"flow {flow_id} has no readable lastModified"
+        if known.changed_ms > partition.window_gte:
+            changed = format_iso_ms(known.changed_ms)
+            return f"flow {flow_id} changed at {changed}, after the window began"
+    return None
 
 
 class CrawlError(JobsyncError):
@@ -157,7 +184,7 @@ class Crawler:
         self.fetch_children = not dialect.flow_listing_has_children
         self.types = dialect.top_level_types if self.fetch_children else dialect.types
         self.statuses = dialect.statuses
-        self.steps: dict[str, tuple[Step, ...]] = {}
+        self.steps: dict[str, FlowSteps] = {}
 
     def learn_flows(self, flows: Iterable[Any]) -> None:
         """Remember the flows' steps (from `GET /flows`), so children can be listed by step."""
@@ -223,11 +250,12 @@ class Crawler:
 
     def _steps_are_cheaper(self, partition: Partition, first_page: list[Any]) -> bool:
         """Listing by step costs a request per step; by flow job, one per flow job (at least
-        a page's worth when the first page is full). Steps must be known for every flow."""
-        steps = [self.steps.get(flow) for flow in partition.flow_ids]
-        if not all(steps):
+        a page's worth when the first page is full). By step must also be complete."""
+        incomplete = why_steps_miss_children(partition, self.steps)
+        if incomplete is not None:
+            log.debug("partition %s: children by flow job: %s", partition.key, incomplete)
             return False
-        by_step = sum(len(s or ()) for s in steps)
+        by_step = sum(len(self.steps[flow].steps) for flow in partition.flow_ids)
         parents = sum(1 for job in first_page if self._is_parent(job))
         by_parent = max(parents, self.page_size) if len(first_page) >= self.page_size else parents
         log.debug(
@@ -237,7 +265,7 @@ class Crawler:
 
     async def _emit_children_by_step(self, partition: Partition, emit: Emit) -> None:
         """Every child job created in the partition's window, listed step by step."""
-        steps = [step for flow in partition.flow_ids for step in self.steps[flow]]
+        steps = [step for flow in partition.flow_ids for step in self.steps[flow].steps]
         await _all(self._emit_step_jobs(step, partition, emit) for step in steps)
 
     async def _emit_step_jobs(self, step: Step, partition: Partition, emit: Emit) -> None:
@@ -410,6 +438,14 @@ class Crawler:
 
     def _param(self, field: str) -> str:
         return parameter_names(self.dialect)[field]
+
+
+def _moment(value: Any) -> int | None:
+    """Milliseconds of an API timestamp, or None when it is missing or unreadable."""
+    try:
+        return parse_iso_ms(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _ended_by(job: Any, moment: int | None) -> bool:

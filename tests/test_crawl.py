@@ -4,6 +4,7 @@ ties shuffled on every call): whatever the ties, every job is fetched exactly as
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,7 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobsync.api import ClientSettings, JobsClient
-from jobsync.crawl import Crawler, CrawlError, CrawlPage, job_keys
+from jobsync.crawl import (
+    Crawler,
+    CrawlError,
+    CrawlPage,
+    flow_steps,
+    job_keys,
+    why_steps_miss_children,
+)
 from jobsync.cursor import CursorState
 from jobsync.dialect import INTEGRATOR
 from jobsync.errors import NotFound
@@ -23,6 +31,7 @@ from jobsync.partition import Partition
 from jobsync.query import JobQuery
 from jobsync.secret import ApiToken
 from jobsync.simulator import SimulatorServer
+from jobsync.simulator.history import DAY_MS
 from jobsync.timestamps import format_iso_ms
 
 
@@ -218,31 +227,51 @@ def test_negative_counts_are_found_and_unsplittable_jobs_fail_loudly() -> None:
 # --- child jobs where the flow listing leaves them out (integrator.io) ------------------
 
 
+class RecordingSource:
+    """The API client, noting every listing the crawler asks it for."""
+
+    def __init__(self, client: JobsClient) -> None:
+        self.client = client
+        self.dialect = client.dialect
+        self.queries: list[JobQuery] = []
+
+    async def list_jobs(self, query: JobQuery) -> list[Any]:
+        self.queries.append(query)
+        return await self.client.list_jobs(query)
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        return await self.client.get_job(job_id)
+
+
 def crawl_integrator(
     sim: SimulatorServer, know_steps: bool
-) -> tuple[list[CrawlPage], set[str], int]:
+) -> tuple[list[CrawlPage], list[JobQuery]]:
     """Crawl one partition (every flow, the whole history) of an integrator simulator with
-    small pages; (emitted pages, flow ids, requests)."""
+    small pages; (emitted pages, listings sent)."""
     settings = ClientSettings(
         base_url=sim.url, token=ApiToken(sim.options.token), dialect="integrator"
     )
+    config = sim.account.config
+    begin = config.start_ms - config.days * DAY_MS
     pages: list[CrawlPage] = []
 
     async def emit(page: CrawlPage) -> None:
         pages.append(page)
 
-    async def main() -> int:
+    async def main() -> list[JobQuery]:
         async with JobsClient(settings) as client:
-            crawler = Crawler(client, sim.options.page_cap, INTEGRATOR)
+            source = RecordingSource(client)
+            crawler = Crawler(source, sim.options.page_cap, INTEGRATOR)
             flows = await client.list_flows()
             if know_steps:
                 crawler.learn_flows(flows)
             ids = tuple(sorted(f["_id"] for f in flows))
-            await crawler.crawl_partition(Partition.fresh("p", ids, None, sim.clock.now_ms()), emit)
-            return client.stats.requests
+            partition = Partition.fresh("p", ids, begin, sim.clock.now_ms())
+            await crawler.crawl_partition(partition, emit)
+            return source.queries
 
-    requests = asyncio.run(main())
-    return pages, {f["_id"] for f in sim.account.flows(sim.clock.now_ms())}, requests
+    queries = asyncio.run(main())
+    return pages, queries
 
 
 @pytest.mark.parametrize("dialect", ["integrator"])
@@ -251,7 +280,7 @@ def test_children_come_complete_and_before_the_cursor_passes_their_flow_job(
     make_simulator: Callable[..., SimulatorServer], know_steps: bool
 ) -> None:
     sim = make_simulator(flows=3, days=3, page_size=40, long_running_share=0.2)
-    pages, _, requests = crawl_integrator(sim, know_steps)
+    pages, queries = crawl_integrator(sim, know_steps)
     truth = sim.account.listed_jobs(sim.clock.now_ms(), "integrator")
     got = {r["_id"]: r for page in pages for r in as_dicts(page.records)}
     assert got == truth, "children carry their flow's ids, filled in from the flow job"
@@ -269,9 +298,72 @@ def test_children_come_complete_and_before_the_cursor_passes_their_flow_job(
             assert kids <= emitted, job["_id"]
     top_level = sum(1 for j in truth.values() if j["type"] in INTEGRATOR.top_level_types)
     if know_steps:  # a request per step, not per flow job
-        assert requests < top_level / 4
+        assert len(queries) < top_level / 4
     else:
-        assert requests > top_level
+        assert len(queries) > top_level
+
+
+@pytest.mark.parametrize("dialect", ["integrator"])
+def test_children_go_by_flow_job_through_a_window_in_which_a_flow_lost_a_step(
+    make_simulator: Callable[..., SimulatorServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = make_simulator(flows=3, days=3, future_days=0, page_size=40, edited_share=1.0)
+    removed = {flow.import_ids[-1] for flow in sim.account.history.flows}
+    truth = sim.account.listed_jobs(sim.clock.now_ms(), "integrator")
+    assert any(job.get("_importId") in removed for job in truth.values())
+    with caplog.at_level(logging.DEBUG, logger="jobsync.crawl"):
+        pages, queries = crawl_integrator(sim, know_steps=True)
+    assert {r["_id"]: r for page in pages for r in page.records} == truth
+    assert not any(q.export_id or q.import_id for q in queries), "no listing by step"
+    assert "children by flow job: flow" in caplog.text and "after the window began" in caplog.text
+
+
+def step_flow(flow_id: str, last_modified: Any = None) -> dict[str, Any]:
+    """A `GET /flows` record with one export and one import, and `lastModified` if given."""
+    flow = {
+        "_id": flow_id,
+        "pageGenerators": [{"_exportId": f"{flow_id}-e"}],
+        "pageProcessors": [{"type": "import", "_importId": f"{flow_id}-i"}],
+    }
+    return flow if last_modified is None else {**flow, "lastModified": last_modified}
+
+
+@pytest.mark.parametrize(
+    ("last_modified", "by_step"),
+    [
+        (format_iso_ms(BASE - DAY_MS), True),  # its steps were the same all through the window
+        (format_iso_ms(BASE), True),  # changed at the window's first millisecond
+        ("2023-11-15T00:13:19.999+02:00", True),  # any offset: BASE - 1 ms
+        (format_iso_ms(BASE + 1), False),  # inside the window
+        (format_iso_ms(BASE + 5 * DAY_MS), False),  # after it: its jobs had steps now gone
+        (None, False),  # missing
+        ("yesterday", False),
+        ("2023-11-14T22:13:19.000", False),  # no timezone: unknown
+        (BASE - DAY_MS, False),  # a number, not the API's timestamp
+    ],
+)
+def test_children_go_by_step_only_when_every_flows_steps_predate_the_window(
+    last_modified: Any, by_step: bool
+) -> None:
+    steps = flow_steps(
+        [step_flow("f1", format_iso_ms(BASE - DAY_MS)), step_flow("f2", last_modified)]
+    )
+    partition = Partition.fresh("p", ("f1", "f2"), BASE, BASE + DAY_MS - 1)
+    reason = why_steps_miss_children(partition, steps)
+    assert (reason is None) == by_step, reason
+    if not by_step:
+        assert "f2" in reason
+
+
+def test_children_go_by_flow_job_when_steps_or_the_window_start_are_unknown() -> None:
+    old = format_iso_ms(BASE - DAY_MS)
+    steps = flow_steps([step_flow("f1", old), {"_id": "f2", "lastModified": old}])
+    assert set(steps) == {"f1"}, "a flow listing no steps has unknown steps"
+    assert why_steps_miss_children(Partition.fresh("p", ("f1",), BASE, BASE + 9), steps) is None
+    reason = why_steps_miss_children(Partition.fresh("p", ("f1", "f2"), BASE, BASE + 9), steps)
+    assert reason == "the steps of flow f2 are unknown"
+    reason = why_steps_miss_children(Partition.fresh("p", ("f1",), None, BASE + 9), steps)
+    assert reason == "the window has no start"
 
 
 def test_a_listing_that_ignores_the_flow_filter_fails_loudly() -> None:

@@ -117,6 +117,24 @@ def test_nights_of_incremental_runs_keep_the_archive_complete(dialect: str, tmp_
         assert purged, "jobs purged by the API stay in the archive"
 
 
+def test_jobs_of_a_step_removed_from_its_flow_are_stored(dialect: str, tmp_path: Path) -> None:
+    # every flow loses its last import at some moment of the history (35 days past, 10 to come)
+    db = tmp_path / "jobs.duckdb"
+    with simulator(dialect, edited_share=1.0) as sim:
+        removed = {flow.import_ids[-1] for flow in sim.account.history.flows}
+        ever: set[str] = set()
+        for night in range(3):
+            if night:
+                sim.clock.advance(3 * DAY)
+            listed = truth(sim)
+            ever |= set(listed)
+            orphans = {i for i, job in listed.items() if job.get("_importId") in removed}
+            assert orphans, "jobs of removed imports are listed"
+            summary = sync(sim, db)
+            assert summary.outcome == "succeeded", summary.errors
+            assert_warehouse_matches(db, sim, ever)
+
+
 def test_a_rerun_with_nothing_new_changes_nothing(dialect: str, tmp_path: Path) -> None:
     db = tmp_path / "jobs.duckdb"
     with simulator(dialect) as sim:
