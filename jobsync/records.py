@@ -31,7 +31,7 @@ import re
 import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 import msgspec
@@ -213,6 +213,7 @@ _PLAIN_STRUCT = pa.struct(
 
 JOB_COLUMNS: tuple[str, ...] = (*(column for column, _, _ in _FIELDS), "raw")
 _FLOW_JOB_AT = JOB_COLUMNS.index("flow_job_id")
+_TIME_AT = tuple(at for at, (_, _, kind) in enumerate(_FIELDS) if kind is _TIME)
 _MODIFIED_AT = JOB_COLUMNS.index("last_modified")
 JOB_ARROW_SCHEMA = pa.schema(
     [
@@ -268,15 +269,18 @@ def _typed_page(jobs: list[Any]) -> NormalisedPage | None:
     ids = list(columns[0])
     if len(set(ids)) != len(ids):
         return None
-    arrays: list[pa.Array] = []
-    for values, (_, _, kind) in zip(columns, _FIELDS, strict=False):
-        if kind is _TIME:
-            moments = _plain_timestamps(pa.array(values, type=pa.string()))
-            if moments is None:
-                return None
-            arrays.append(moments)
-        else:
-            arrays.append(pa.array(values, type=kind.arrow))
+    # every timestamp of the page in one array: one check and one cast, not one per field
+    texts = chain.from_iterable(columns[at] for at in _TIME_AT)
+    moments = _plain_timestamps(pa.array(list(texts), type=pa.string()))
+    if moments is None:
+        return None
+    size = len(jobs)
+    arrays = [
+        moments.slice(_TIME_AT.index(at) * size, size)
+        if kind is _TIME
+        else pa.array(values, type=kind.arrow)
+        for at, (values, (_, _, kind)) in enumerate(zip(columns, _FIELDS, strict=False))
+    ]
     parents = columns[PARENT_AT]
     if any(parent is not None for parent in parents):
         own = arrays[_FLOW_JOB_AT]

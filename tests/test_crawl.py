@@ -313,7 +313,7 @@ def test_children_go_by_flow_job_through_a_window_in_which_a_flow_lost_a_step(
     assert any(job.get("_importId") in removed for job in truth.values())
     with caplog.at_level(logging.DEBUG, logger="jobsync.crawl"):
         pages, queries = crawl_integrator(sim, know_steps=True)
-    assert {r["_id"]: r for page in pages for r in page.records} == truth
+    assert {r["_id"]: r for page in pages for r in as_dicts(page.records)} == truth
     assert not any(q.export_id or q.import_id for q in queries), "no listing by step"
     assert "children by flow job: flow" in caplog.text and "after the window began" in caplog.text
 
