@@ -439,7 +439,7 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for package in ("jobsync", "duckdb", "pyarrow", "aiohttp", "orjson"):
+    for package in ("jobsync", "duckdb", "pyarrow", "aiohttp", "orjson", "msgspec"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
