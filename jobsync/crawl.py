@@ -31,6 +31,7 @@ T = TypeVar("T")
 JOB_TYPES = tuple(dict.fromkeys(t for d in DIALECTS.values() for t in d.types))
 JOB_STATUSES = tuple(dict.fromkeys(s for d in DIALECTS.values() for s in d.statuses))
 _MAX_COUNT = 2**53
+_ABSENT = object()
 _ANY_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: every ISO time has this length
 
 
@@ -319,7 +320,9 @@ class Crawler:
             if not is_record(child):
                 filled.append(child)
                 continue
-            link = child.get("_flowJobId", child.get("_parentJobId"))
+            link = child.get("_flowJobId", _ABSENT)  # no default to parse when it is set
+            if link is _ABSENT:
+                link = child.get("_parentJobId")
             if link is not None and link != parent["_id"]:
                 raise CrawlError(
                     f"asked for the children of flow job {parent['_id']}, got job "
