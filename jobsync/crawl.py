@@ -455,10 +455,8 @@ def _ended_by(job: Any, moment: int | None) -> bool:
     """Whether the job ended by `moment` (so its children were created by then too)."""
     if moment is None:
         return False
-    try:
-        return parse_iso_ms(job.get("endedAt")) <= moment
-    except (TypeError, ValueError):
-        return False
+    ended = _moment(job.get("endedAt"))
+    return ended is not None and ended <= moment
 
 
 def fill_flow_ids(job: Any, flow_id: str, integration_id: str | None) -> Any:

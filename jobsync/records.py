@@ -199,15 +199,13 @@ _KINDS = {"id": _ID, "string": _STRING, "count": _COUNT, "boolean": _BOOLEAN, "t
 _FIELDS: tuple[tuple[str, str, _Kind], ...] = tuple(
     (column, key, _KINDS[kind]) for column, key, kind in JOB_FIELDS
 )
-_REQUIRED = REQUIRED_FIELDS
-_PARENT_JOB = PARENT_JOB_FIELD
 
 _COUNT_KEYS = tuple(key for _, key, kind in _FIELDS if kind is _COUNT)
 _INT_OR_NULL = frozenset({int, _NONE})
 _PLAIN_STRUCT = pa.struct(
     [
         *((key, pa.string() if kind is _TIME else kind.arrow) for _, key, kind in _FIELDS),
-        (_PARENT_JOB, pa.string()),
+        (PARENT_JOB_FIELD, pa.string()),
     ]
 )
 
@@ -218,7 +216,7 @@ _MODIFIED_AT = JOB_COLUMNS.index("last_modified")
 JOB_ARROW_SCHEMA = pa.schema(
     [
         *(
-            pa.field(column, kind.arrow, nullable=key not in _REQUIRED)
+            pa.field(column, kind.arrow, nullable=key not in REQUIRED_FIELDS)
             for column, key, kind in _FIELDS
         ),
         pa.field("raw", pa.string(), nullable=False),
@@ -355,7 +353,7 @@ def _plain_page(records: list[Any]) -> NormalisedPage | None:
             if values is None:
                 return None
         elif column == "flow_job_id":
-            values = pc.coalesce(values, struct.field(_PARENT_JOB))
+            values = pc.coalesce(values, struct.field(PARENT_JOB_FIELD))
         arrays.append(values)
     arrays.append(pa.array(raws, type=pa.binary()).cast(pa.string()))
     return NormalisedPage(
@@ -441,7 +439,7 @@ def _column(
     """The column of field `key`; a value that breaks its rule becomes None and a problem of
     its record."""
     values = [job.get(key) for job in jobs]
-    if key in _REQUIRED and None in values:
+    if key in REQUIRED_FIELDS and None in values:
         for index, value in enumerate(values):
             if value is None:
                 problems.setdefault(index, []).append(f"missing {key}")
@@ -464,7 +462,7 @@ def _fill_flow_job_id(
     jobs: list[dict[str, Any]], columns: list[list[Any]], problems: dict[int, list[str]]
 ) -> None:
     """Falls back to `_parentJobId` where `_flowJobId` is missing; both must be strings."""
-    parents = _column(jobs, _PARENT_JOB, _STRING, problems)
+    parents = _column(jobs, PARENT_JOB_FIELD, _STRING, problems)
     if not any(value is not None for value in parents):
         return
     columns[_FLOW_JOB_AT] = [
