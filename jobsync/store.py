@@ -259,10 +259,10 @@ class Warehouse:
         except duckdb.OutOfMemoryException:
             if not self._capped:
                 raise
-            self._lift_memory_cap()
+            self._lift_memory_cap("reading the warehouse ran out of memory")
             longest = self._read_every_row()
         if self._capped and longest > LONG_VALUE_BYTES:
-            self._lift_memory_cap()
+            self._lift_memory_cap(f"the warehouse holds values over {LONG_VALUE_BYTES} bytes")
 
     def _read_every_row(self) -> int:
         """The longest `raw` (bytes) of jobs and rejects, read on the way."""
@@ -444,15 +444,16 @@ class Warehouse:
         now = ms_to_datetime(now_ms)
         tracked = self._tracking_ids
         if self._capped and _longest_value(rows, rejects) > LONG_VALUE_BYTES:
-            self._lift_memory_cap()
+            self._lift_memory_cap(f"a batch holds values over {LONG_VALUE_BYTES} bytes")
         try:
             try:
                 return _commit(self._batches, rows, rejects, cursors, run_id, now, tracked)
-            except (duckdb.OutOfMemoryException, duckdb.TransactionException):
+            except (duckdb.OutOfMemoryException, duckdb.TransactionException) as exc:
                 if not self._capped:
                     raise
                 # rolled back (as is a commit that fails before it is written): once more
-            self._lift_memory_cap()
+                problem = _first_line(exc)
+            self._lift_memory_cap(f"a batch of {rows.num_rows} jobs failed ({problem})")
             return _commit(self._batches, rows, rejects, cursors, run_id, now, tracked)
         except (duckdb.OutOfMemoryException, duckdb.FatalException) as exc:
             raise WarehouseError(
@@ -461,9 +462,9 @@ class Warehouse:
                 "what earlier batches stored is kept"
             ) from None
 
-    def _lift_memory_cap(self) -> None:
-        """For the rest of the sync: see LONG_VALUE_BYTES."""
-        log.info("long values: DuckDB's memory limit lifted to %d MB", MAX_MEMORY_MB)
+    def _lift_memory_cap(self, why: str) -> None:
+        """For the rest of the sync: see LONG_VALUE_BYTES. `why` goes to the log."""
+        log.info("%s: DuckDB's memory limit lifted to %d MB", why, MAX_MEMORY_MB)
         self.connection.execute(f"SET memory_limit = '{MAX_MEMORY_MB}MB'")
         self._capped = False
 

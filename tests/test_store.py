@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -293,7 +294,9 @@ def test_an_older_file_is_migrated_keeping_its_rows(
         ).fetchall() == [("ZSTD",)]
 
 
-def test_long_strings_lift_the_memory_cap_and_are_stored(tmp_path: Path) -> None:
+def test_long_strings_lift_the_memory_cap_and_are_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """DuckDB needs a row group's long strings in memory whole to commit it: 160 MB of them
     under a 32 MB cap once failed the commit, then invalidated the database."""
     path = tmp_path / "jobs.duckdb"
@@ -301,9 +304,11 @@ def test_long_strings_lift_the_memory_cap_and_are_stored(tmp_path: Path) -> None
     with Warehouse.open(path, memory_mb=32) as wh:
         commit(wh, [job(f"short{n}", blob="x" * 3000) for n in range(1000)])
         assert rows(wh, limit) == [("30.5 MiB",)]
-        for batch in range(8):
-            commit(wh, [job(f"huge{batch}-{n}", blob="x" * 2_000_000) for n in range(10)])
+        with caplog.at_level(logging.INFO, logger="jobsync.store"):
+            for batch in range(8):
+                commit(wh, [job(f"huge{batch}-{n}", blob="x" * 2_000_000) for n in range(10)])
         assert rows(wh, limit) == [("3.8 GiB",)]
+        assert "a batch holds values over 4096 bytes: DuckDB's memory limit lifted" in caplog.text
     with Warehouse.open(path, read_only=True) as wh:
         assert rows(wh, "SELECT count(*), max(length(raw::VARCHAR)) > 2e6 FROM jobs") == [
             (1080, True)
