@@ -1,0 +1,112 @@
+"""The batch writer against a real warehouse file: what it commits, and the interpreter's
+switch interval it shortens while it runs (see jobsync.writer)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from jobsync.records import normalise_page
+from jobsync.store import Warehouse
+from jobsync.timestamps import format_iso_ms
+from jobsync.writer import WRITER_SWITCH_INTERVAL_S, BatchWriter, PageToStore
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def page(first: int, count: int) -> PageToStore:
+    records = [
+        {"_id": f"job{n:04d}", "type": "flow", "createdAt": format_iso_ms(T0 + n)}
+        for n in range(first, first + count)
+    ]
+    return PageToStore(normalise_page(records))
+
+
+@pytest.fixture
+def default_interval() -> Iterator[float]:
+    """The interpreter's interval for the test, set back afterwards whatever happens."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield 0.005
+    sys.setswitchinterval(before)
+
+
+def stored_ids(db: Path) -> list[str]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return [row[0] for row in con.execute("SELECT id FROM jobs ORDER BY id").fetchall()]
+
+
+def test_a_writer_commits_every_page_and_counts_it(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.duckdb"
+
+    async def run(warehouse: Warehouse) -> BatchWriter:
+        writer = BatchWriter(warehouse, "run", lambda: T0, batch_jobs=25, queue_pages=2)
+        task = asyncio.create_task(writer.run())
+        for first in range(0, 100, 10):
+            await writer.put(page(first, 10))
+        await writer.finish(task)
+        return writer
+
+    with Warehouse.open(db) as warehouse:
+        writer = asyncio.run(run(warehouse))
+    assert writer.totals.jobs == writer.totals.counts.inserted == 100
+    assert writer.totals.pages == 10
+    assert stored_ids(db) == [f"job{n:04d}" for n in range(100)]
+
+
+def test_the_switch_interval_is_short_while_any_writer_runs_and_restored_after(
+    tmp_path: Path, default_interval: float
+) -> None:
+    seen: list[float] = []
+
+    async def run(first: Warehouse, second: Warehouse) -> None:
+        writers = [
+            BatchWriter(warehouse, "run", lambda: T0, batch_jobs=10, queue_pages=1)
+            for warehouse in (first, second)
+        ]
+        tasks = [asyncio.create_task(writer.run()) for writer in writers]
+        await writers[0].put(page(0, 5))
+        await writers[1].put(page(5, 5))
+        await asyncio.sleep(0.05)  # both running
+        seen.append(sys.getswitchinterval())
+        await writers[0].finish(tasks[0])
+        seen.append(sys.getswitchinterval())  # the second still runs
+        await writers[1].finish(tasks[1])
+        seen.append(sys.getswitchinterval())
+
+    with (
+        Warehouse.open(tmp_path / "a.duckdb") as first,
+        Warehouse.open(tmp_path / "b.duckdb") as second,
+    ):
+        asyncio.run(run(first, second))
+    short = pytest.approx(WRITER_SWITCH_INTERVAL_S)  # the interpreter keeps microseconds
+    assert seen == [short, short, default_interval]
+
+
+def test_a_failing_writer_restores_the_switch_interval(
+    tmp_path: Path, default_interval: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    intervals: list[float] = []
+
+    def failing_commit(self: Warehouse, *args: Any) -> Any:
+        intervals.append(sys.getswitchinterval())
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Warehouse, "commit_batch", failing_commit)
+
+    async def run(warehouse: Warehouse) -> None:
+        writer = BatchWriter(warehouse, "run", lambda: T0, batch_jobs=10, queue_pages=1)
+        task = asyncio.create_task(writer.run())
+        await writer.put(page(0, 5))
+        await writer.finish(task)
+
+    with Warehouse.open(tmp_path / "jobs.duckdb") as warehouse, pytest.raises(OSError):
+        asyncio.run(run(warehouse))
+    assert intervals == [pytest.approx(WRITER_SWITCH_INTERVAL_S)]
+    assert sys.getswitchinterval() == default_interval
