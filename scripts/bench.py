@@ -876,7 +876,8 @@ def render(report: Report) -> str:
         + (f", sync flags {' '.join(s['sync_flags'])}" if s["sync_flags"] else ""),
         f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
         f"Python {m['python']}, duckdb {v['duckdb']}, pyarrow {v['pyarrow']}, "
-        f"aiohttp {v['aiohttp']}, orjson {v['orjson']}, jobsync {v['jobsync']} @ {m['commit']}",
+        f"aiohttp {v['aiohttp']}, orjson {v['orjson']}, msgspec {v['msgspec']}, "
+        f"jobsync {v['jobsync']} @ {m['commit']}",
         f"load average: {m['load_average_at_start']} at start, {m['load_average_at_end']} at end",
         "",
         report.table(),
