@@ -132,12 +132,9 @@ def job_keys(records: Sequence[Any]) -> tuple[list[tuple[int, str]], list[str | 
         job_id = record.get("_id") if is_record(record) else None
         job_id = job_id if isinstance(job_id, str) and job_id else None
         ids.append(job_id)
-        if job_id is None:
-            continue
-        try:
-            keys.append((parse_iso_ms(record.get("createdAt")), job_id))
-        except (TypeError, ValueError):
-            continue
+        created = None if job_id is None else _moment(record.get("createdAt"))
+        if created is not None:
+            keys.append((created, job_id))
     return keys, ids
 
 
