@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from jobsync.partition import (
     plan_partitions,
     purge_first,
 )
+from jobsync.query import JobQuery
 from jobsync.records import normalise_page
 from jobsync.refresh import plan_refresh
 from jobsync.store import RunCounts, Warehouse
@@ -110,7 +112,9 @@ class SyncRun:
         self._writer = BatchWriter(
             warehouse, self.run_id, clock, options.batch_jobs, options.queue_pages
         )
-        self._crawler = Crawler(client, options.page_size, client.dialect)
+        self._crawler = Crawler(
+            _PacedSource(client, self._writer.fetching), options.page_size, client.dialect
+        )
 
     async def run(self) -> SyncSummary:
         started = time.monotonic()
@@ -252,7 +256,8 @@ class SyncRun:
     async def _worker(self, work: deque[Partition | str]) -> None:
         while work:
             # Only when a request would go out at once: work starts oldest first and no more
-            # is open than the API serves.
+            # is open than the API serves and the writer has room for.
+            await self._writer.wait_for_room()
             await self.client.in_flight.wait_for_room()
             if not work:
                 return
@@ -298,6 +303,28 @@ class SyncRun:
         self.counts.requests = stats.requests
         self.counts.retries = stats.retries
         self.counts.throttled = stats.throttled
+
+
+class _PacedSource:
+    """The client, whose requests start only while the writer has room for their pages (see
+    BatchWriter.fetching). Before, workers went on fetching through a checkpoint's second or
+    two and waited for the queue with their pages in hand: 28 of them at once at 3x the
+    bench's account, which took its anonymous memory from about 150 to 240 MB."""
+
+    def __init__(
+        self, client: Any, fetching: Callable[[], AbstractAsyncContextManager[None]]
+    ) -> None:
+        self.client = client
+        self.dialect = client.dialect
+        self._fetching = fetching
+
+    async def list_jobs(self, query: JobQuery) -> list[Any]:
+        async with self._fetching():
+            return await self.client.list_jobs(query)
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        async with self._fetching():
+            return await self.client.get_job(job_id)
 
 
 def _describe(item: Partition | str, exc: BaseException) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -85,7 +85,46 @@ class BatchWriter:
         self.clock = clock
         self.batch_jobs = batch_jobs
         self.totals = WriterTotals(UpsertCounts())
+        if queue_pages < 1:
+            raise ValueError(f"queue_pages must be at least 1, got {queue_pages}")
         self._queue: asyncio.Queue[PageToStore | object] = asyncio.Queue(maxsize=queue_pages)
+        self._fetching = 0  # requests in flight (see fetching)
+        self._waiting = 0  # requests waiting to start
+        self._changed = asyncio.Event()
+
+    @asynccontextmanager
+    async def fetching(self) -> AsyncIterator[None]:
+        """Around each request of the crawl: it starts only while the requests in flight and
+        the pages queued fit in the queue. So each page finds room in the queue as soon as it
+        is normalised, and while a commit (or one of DuckDB's checkpoints) holds the writer
+        up, the crawl waits before fetching, not with fetched pages in hand: what it holds
+        is bounded by the queue, not by how long the writer lags."""
+        self._waiting += 1
+        try:
+            while self._full():
+                await self._changed.wait()
+        finally:
+            self._waiting -= 1
+        self._fetching += 1
+        try:
+            yield
+        finally:
+            self._fetching -= 1
+            self._notify()
+
+    async def wait_for_room(self) -> None:
+        """Until a request would start at once: the crawl takes new work only then, so that
+        work starts in order rather than many partitions each waiting for their requests."""
+        while self._waiting or self._full():
+            await self._changed.wait()
+
+    def _full(self) -> bool:
+        return self._fetching + self._queue.qsize() >= self._queue.maxsize
+
+    def _notify(self) -> None:
+        """Wake the requests waiting in `fetching()` to look again."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def put(self, item: PageToStore) -> None:
         await self._queue.put(item)
@@ -111,6 +150,7 @@ class BatchWriter:
                 if jobs >= self.batch_jobs or self._queue.empty():
                     break
                 item = self._queue.get_nowait()
+            self._notify()
             if batch:
                 await asyncio.to_thread(self._commit, batch)
 

@@ -3,6 +3,7 @@ several simulated nights, and the warehouse compared with the simulator's ground
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -219,6 +220,31 @@ def test_a_failing_writer_ends_the_run_with_its_error_instead_of_hanging(
     with duckdb.connect(str(db), read_only=True) as con:
         outcome, error = con.execute("SELECT outcome, error FROM sync_runs").fetchone()
     assert outcome == "failed" and "No space left" in error
+
+
+def test_a_writer_held_up_stops_the_crawl_fetching_once_its_queue_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As one of DuckDB's checkpoints does: the crawl must wait before fetching, not go on
+    fetching and hold each page in hand until the writer is back."""
+    db = tmp_path / "jobs.duckdb"
+    real_commit = Warehouse.commit_batch
+    served_while_held: list[int] = []
+
+    def held_up_commit(self: Warehouse, *args: Any) -> Any:
+        if not served_while_held:
+            before = sim.stats.requests
+            time.sleep(1.0)
+            served_while_held.append(sim.stats.requests - before)
+        return real_commit(self, *args)
+
+    monkeypatch.setattr(Warehouse, "commit_batch", held_up_commit)
+    # children come with their flow jobs in this dialect: one request, one page
+    with simulator("reference", page_size=50, days=10) as sim:
+        summary = sync(sim, db, concurrency=8, queue_pages=3, batch_jobs=50)
+        assert summary.outcome == "succeeded"
+        assert_warehouse_matches(db, sim, set(truth(sim)))
+    assert len(served_while_held) == 1 and served_while_held[0] <= 3  # the queue's pages
 
 
 def test_a_flow_deleted_since_the_last_run_is_still_read_until_its_jobs_purge(

@@ -1,5 +1,5 @@
-"""The batch writer against a real warehouse file: what it commits, and the interpreter's
-switch interval it shortens while it runs (see jobsync.writer)."""
+"""The batch writer against a real warehouse file: what it commits, when it lets a request
+start, and the interpreter's switch interval it shortens while it runs (see jobsync.writer)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,47 @@ def test_a_writer_commits_every_page_and_counts_it(tmp_path: Path) -> None:
     assert writer.totals.jobs == writer.totals.counts.inserted == 100
     assert writer.totals.pages == 10
     assert stored_ids(db) == [f"job{n:04d}" for n in range(100)]
+
+
+def test_a_request_is_admitted_only_while_requests_in_flight_and_pages_queued_fit_the_queue(
+    tmp_path: Path,
+) -> None:
+    admitted: list[int] = []
+
+    async def fetch(writer: BatchWriter, first: int, answered: asyncio.Event) -> None:
+        async with writer.fetching():
+            admitted.append(first)
+            await answered.wait()
+        await writer.put(page(first, 5))  # at once, as the sync does with a page it fetched
+
+    async def run(warehouse: Warehouse) -> list[list[int]]:
+        writer = BatchWriter(warehouse, "run", lambda: T0, batch_jobs=100, queue_pages=2)
+        answers = [asyncio.Event() for _ in range(3)]
+        fetches = [asyncio.create_task(fetch(writer, n * 5, answers[n])) for n in range(3)]
+        seen: list[list[int]] = []
+        room = asyncio.create_task(writer.wait_for_room())  # for new work: the third waits
+        await asyncio.sleep(0.01)
+        seen.append(list(admitted))  # two in flight: the queue of two is spoken for
+        answers[0].set()
+        await fetches[0]
+        await asyncio.sleep(0.01)
+        seen.append(list(admitted))  # one in flight and one page queued
+        assert not room.done()
+        task = asyncio.create_task(writer.run())  # takes the page: room for the third
+        await asyncio.sleep(0.05)
+        seen.append(list(admitted))
+        assert not room.done()  # the third took the room
+        answers[1].set()
+        answers[2].set()
+        await asyncio.gather(*fetches)
+        await asyncio.wait_for(room, 1)
+        await writer.finish(task)
+        return seen
+
+    with Warehouse.open(tmp_path / "jobs.duckdb") as warehouse:
+        seen = asyncio.run(run(warehouse))
+    assert seen == [[0, 5], [0, 5], [0, 5, 10]]
+    assert stored_ids(tmp_path / "jobs.duckdb") == [f"job{n:04d}" for n in range(15)]
 
 
 def test_the_switch_interval_is_short_while_any_writer_runs_and_restored_after(
