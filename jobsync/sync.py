@@ -11,7 +11,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -113,7 +112,7 @@ class SyncRun:
             warehouse, self.run_id, clock, options.batch_jobs, options.queue_pages
         )
         self._crawler = Crawler(
-            _PacedSource(client, self._writer.fetching), options.page_size, client.dialect
+            _PacedSource(client, self._writer), options.page_size, client.dialect
         )
 
     async def run(self) -> SyncSummary:
@@ -257,7 +256,7 @@ class SyncRun:
         while work:
             # Only when a request would go out at once: work starts oldest first and no more
             # is open than the API serves and the writer has room for.
-            await self._writer.wait_for_room()
+            await self._writer.wait_for_room(self.client.in_flight.limit)
             await self.client.in_flight.wait_for_room()
             if not work:
                 return
@@ -311,19 +310,17 @@ class _PacedSource:
     two and waited for the queue with their pages in hand: 28 of them at once at 3x the
     bench's account, which took its anonymous memory from about 150 to 240 MB."""
 
-    def __init__(
-        self, client: Any, fetching: Callable[[], AbstractAsyncContextManager[None]]
-    ) -> None:
+    def __init__(self, client: Any, writer: BatchWriter) -> None:
         self.client = client
         self.dialect = client.dialect
-        self._fetching = fetching
+        self._writer = writer
 
     async def list_jobs(self, query: JobQuery) -> list[Any]:
-        async with self._fetching():
+        async with self._writer.fetching(self.client.in_flight.limit):
             return await self.client.list_jobs(query)
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
-        async with self._fetching():
+        async with self._writer.fetching(self.client.in_flight.limit):
             return await self.client.get_job(job_id)
 
 

@@ -90,18 +90,20 @@ class BatchWriter:
         self._queue: asyncio.Queue[PageToStore | object] = asyncio.Queue(maxsize=queue_pages)
         self._fetching = 0  # requests in flight (see fetching)
         self._waiting = 0  # requests waiting to start
+        self._putting = 0  # pages waiting for room in the queue
         self._changed = asyncio.Event()
 
     @asynccontextmanager
-    async def fetching(self) -> AsyncIterator[None]:
-        """Around each request of the crawl: it starts only while the requests in flight and
-        the pages queued fit in the queue. So each page finds room in the queue as soon as it
-        is normalised, and while a commit (or one of DuckDB's checkpoints) holds the writer
-        up, the crawl waits before fetching, not with fetched pages in hand: what it holds
-        is bounded by the queue, not by how long the writer lags."""
+    async def fetching(self, in_flight: int = 0) -> AsyncIterator[None]:
+        """Around each request of the crawl: it starts only while the requests in flight plus
+        the pages queued or waiting for the queue fit in the queue and `in_flight` more (the
+        client's window). While the writer keeps up, as many requests are in flight as the
+        window allows; while a commit (or one of DuckDB's checkpoints) holds it up, the crawl
+        stops fetching once the queue is full, with at most a window's worth of pages in
+        hand however long the writer lags (before, every worker went on until it held one)."""
         self._waiting += 1
         try:
-            while self._full():
+            while self._full(in_flight):
                 await self._changed.wait()
         finally:
             self._waiting -= 1
@@ -112,14 +114,15 @@ class BatchWriter:
             self._fetching -= 1
             self._notify()
 
-    async def wait_for_room(self) -> None:
-        """Until a request would start at once: the crawl takes new work only then, so that
-        work starts in order rather than many partitions each waiting for their requests."""
-        while self._waiting or self._full():
+    async def wait_for_room(self, in_flight: int = 0) -> None:
+        """Until a request would start at once (see `fetching`): the crawl takes new work only
+        then, so that work starts in order rather than many partitions each waiting."""
+        while self._waiting or self._full(in_flight):
             await self._changed.wait()
 
-    def _full(self) -> bool:
-        return self._fetching + self._queue.qsize() >= self._queue.maxsize
+    def _full(self, in_flight: int) -> bool:
+        held = self._fetching + self._putting + self._queue.qsize()
+        return held >= self._queue.maxsize + in_flight
 
     def _notify(self) -> None:
         """Wake the requests waiting in `fetching()` to look again."""
@@ -127,7 +130,11 @@ class BatchWriter:
         self._changed = asyncio.Event()
 
     async def put(self, item: PageToStore) -> None:
-        await self._queue.put(item)
+        self._putting += 1
+        try:
+            await self._queue.put(item)
+        finally:
+            self._putting -= 1
 
     async def run(self) -> None:
         """Drain the queue in batches of about `batch_jobs` records until stopped."""

@@ -241,10 +241,11 @@ def test_a_writer_held_up_stops_the_crawl_fetching_once_its_queue_is_full(
     monkeypatch.setattr(Warehouse, "commit_batch", held_up_commit)
     # children come with their flow jobs in this dialect: one request, one page
     with simulator("reference", page_size=50, days=10) as sim:
-        summary = sync(sim, db, concurrency=8, queue_pages=3, batch_jobs=50)
+        summary = sync(sim, db, concurrency=8, max_concurrency=8, queue_pages=3, batch_jobs=50)
         assert summary.outcome == "succeeded"
         assert_warehouse_matches(db, sim, set(truth(sim)))
-    assert len(served_while_held) == 1 and served_while_held[0] <= 3  # the queue's pages
+    # at most the queue's pages and the client's window (max_concurrency: 8) more
+    assert len(served_while_held) == 1 and served_while_held[0] <= 3 + 8
 
 
 def test_a_flow_deleted_since_the_last_run_is_still_read_until_its_jobs_purge(

@@ -66,19 +66,20 @@ def test_a_request_is_admitted_only_while_requests_in_flight_and_pages_queued_fi
     admitted: list[int] = []
 
     async def fetch(writer: BatchWriter, first: int, answered: asyncio.Event) -> None:
-        async with writer.fetching():
+        async with writer.fetching(in_flight=1):
             admitted.append(first)
             await answered.wait()
         await writer.put(page(first, 5))  # at once, as the sync does with a page it fetched
 
     async def run(warehouse: Warehouse) -> list[list[int]]:
-        writer = BatchWriter(warehouse, "run", lambda: T0, batch_jobs=100, queue_pages=2)
+        writer = BatchWriter(warehouse, "run", lambda: T0, batch_jobs=100, queue_pages=1)
         answers = [asyncio.Event() for _ in range(3)]
         fetches = [asyncio.create_task(fetch(writer, n * 5, answers[n])) for n in range(3)]
         seen: list[list[int]] = []
-        room = asyncio.create_task(writer.wait_for_room())  # for new work: the third waits
+        # for new work: the third waits
+        room = asyncio.create_task(writer.wait_for_room(in_flight=1))
         await asyncio.sleep(0.01)
-        seen.append(list(admitted))  # two in flight: the queue of two is spoken for
+        seen.append(list(admitted))  # two in flight: the queue of one and one more
         answers[0].set()
         await fetches[0]
         await asyncio.sleep(0.01)
