@@ -125,7 +125,8 @@ class BatchWriter:
         return held >= self._queue.maxsize + in_flight
 
     def _notify(self) -> None:
-        """Wake the requests waiting in `fetching()` to look again."""
+        """Wake the requests waiting in `fetching()`, and the workers in `wait_for_room()`,
+        to look again."""
         self._changed.set()
         self._changed = asyncio.Event()
 
