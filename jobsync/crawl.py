@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
-from jobsync.cursor import Advance, CursorState, Done, next_step, unseen
+from jobsync.cursor import Advance, CursorState, Done, SplitMillisecond, next_step, unseen
 from jobsync.dialect import DIALECTS, REFERENCE, Dialect
 from jobsync.errors import JobsyncError, NotFound
 from jobsync.job_record import JobRecord, is_record
@@ -213,15 +213,17 @@ class Crawler:
             step = next_step(state, partition.window_gte, keys, full)
             records = unseen(state, page, ids)
             await self._emit_children(records, by_step_through, partition.key, emit)
-            if isinstance(step, Done):
-                await emit(CrawlPage(records, partition.key, finished=True))
-                return
-            if isinstance(step, Advance):
-                await emit(CrawlPage(records, partition.key, cursor=step.state))
-                state = step.state
-                # Not held while the next page is fetched: with a worker per partition waiting
-                # on the rate limit, held pages made the sync's memory grow with the account.
+            if not isinstance(step, SplitMillisecond):
+                done = isinstance(step, Done)
+                cursor = None if done else step.state
+                handed = emit(CrawlPage(records, partition.key, cursor=cursor, finished=done))
+                # The records are emit's from here: not held while it waits for the writer's
+                # queue (it keeps their compact rows), nor while the next page is fetched.
                 del page, records
+                await handed
+                if cursor is None:
+                    return
+                state = cursor
                 continue
             await emit(CrawlPage(records, partition.key))
             crowded = replace(

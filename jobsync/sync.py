@@ -274,19 +274,24 @@ class SyncRun:
                 log.error("%s", self.errors[-1])
 
     async def _emit(self, page: CrawlPage) -> None:
-        # Normalised here, on the loop, while the writer's thread is inside DuckDB: the
-        # queue then holds compact Arrow rows rather than dicts.
+        to_store = self._normalise(page)
+        # The crawler hands the records over: once normalised they go, and only their compact
+        # rows wait for room in the queue (a third of the memory; see _PacedSource).
+        del page
+        await self._writer.put(to_store)
+        totals = self._writer.totals
+        self.progress.pages, self.progress.jobs = totals.pages, totals.jobs
+
+    def _normalise(self, page: CrawlPage) -> PageToStore:
+        """The page as compact Arrow rows, made on the loop while the writer's thread is
+        inside DuckDB; counts the unfinished jobs it brings back."""
         normalised = normalise_page(page.records)
         targets = self._refresh_targets.get(page.partition_key or "")
         if targets:
             found = targets.intersection(normalised.ids)
             targets -= found
             self.counts.jobs_refreshed += len(found)
-        await self._writer.put(
-            PageToStore(normalised, page.partition_key, page.cursor, page.finished)
-        )
-        totals = self._writer.totals
-        self.progress.pages, self.progress.jobs = totals.pages, totals.jobs
+        return PageToStore(normalised, page.partition_key, page.cursor, page.finished)
 
     def _count_writes(self) -> None:
         totals = self._writer.totals

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -182,6 +183,32 @@ def test_cursor_states_are_emitted_after_the_pages_they_cover() -> None:
         CursorState(BASE - 40, frozenset({"j000004"})),
         CursorState(BASE - 80, frozenset({"j000008"})),
     ]
+
+
+class WatchedJob(dict):
+    """A listed job a weak reference can watch, to see when nothing holds it any more."""
+
+
+class WatchedListing(FakeListing):
+    async def list_jobs(self, query: JobQuery) -> list[Any]:
+        return [WatchedJob(job) for job in await super().list_jobs(query)]
+
+
+def test_an_emitted_page_is_the_emits_to_let_go_of() -> None:
+    """Once emit has the records, the crawler holds none: the sync keeps only their compact
+    rows while it waits for the writer's queue."""
+    jobs = [make_job(i, BASE - i * 10, "f") for i in range(12)]
+    still_held: list[int] = []
+
+    async def emit(page: CrawlPage) -> None:
+        watched = [weakref.ref(job) for job in page.records]
+        del page
+        await asyncio.sleep(0)
+        still_held.append(sum(ref() is not None for ref in watched))
+
+    crawler = Crawler(WatchedListing(jobs, 5), 5)
+    asyncio.run(crawler.crawl_partition(Partition.fresh("p", ("f",), None, BASE), emit))
+    assert still_held == [0, 0, 0]
 
 
 def test_a_resumed_partition_starts_at_its_cursor() -> None:
