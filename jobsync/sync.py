@@ -17,6 +17,7 @@ from typing import Any
 from jobsync.crawl import Crawler, CrawlError, CrawlPage, widest_query
 from jobsync.cursor import CursorStuck
 from jobsync.errors import ApiError, Unauthorized, Untrusted
+from jobsync.memory import give_back_freed_memory
 from jobsync.partition import (
     DAY_MS,
     Partition,
@@ -347,6 +348,7 @@ async def run_sync(
 ) -> SyncSummary:
     """Run one sync with an open client and warehouse; SIGTERM stops it like Ctrl-C
     (what is fetched is committed, the run is logged as interrupted)."""
+    give_back_freed_memory()
     run = SyncRun(client, warehouse, options)
     if on_start is not None:
         on_start(run)

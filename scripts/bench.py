@@ -43,6 +43,7 @@ import orjson
 import pyarrow as pa
 
 from jobsync.job_record import decode_job_page
+from jobsync.memory import give_back_freed_memory
 from jobsync.records import normalise_page
 from jobsync.simulator import Account, AccountConfig, JobFilter, ServerOptions
 from jobsync.simulator.process import SimulatorProcess, SimulatorProcessError
@@ -350,6 +351,7 @@ def ingest(pages: list[bytes], db: Path, options: SyncOptions) -> IngestResult:
         waiting += time.perf_counter() - t3
         return IngestResult(writer.totals.jobs, seconds, decode, normalise, waiting)
 
+    give_back_freed_memory()  # as run_sync does
     with Warehouse.open(db) as warehouse:
         return asyncio.run(run(warehouse))
 
