@@ -60,7 +60,7 @@ def test_a_writer_commits_every_page_and_counts_it(tmp_path: Path) -> None:
     assert stored_ids(db) == [f"job{n:04d}" for n in range(100)]
 
 
-def test_a_request_is_admitted_only_while_requests_in_flight_and_pages_queued_fit_the_queue(
+def test_a_request_is_admitted_only_while_requests_and_pages_fit_the_queue_plus_the_window(
     tmp_path: Path,
 ) -> None:
     admitted: list[int] = []
@@ -79,7 +79,7 @@ def test_a_request_is_admitted_only_while_requests_in_flight_and_pages_queued_fi
         # for new work: the third waits
         room = asyncio.create_task(writer.wait_for_room(in_flight=1))
         await asyncio.sleep(0.01)
-        seen.append(list(admitted))  # two in flight: the queue of one and one more
+        seen.append(list(admitted))  # two in flight: the queue of one and the window of one
         answers[0].set()
         await fetches[0]
         await asyncio.sleep(0.01)
