@@ -84,6 +84,29 @@ def test_upsert_inserts_updates_and_leaves_the_unchanged_alone(warehouse: Wareho
     assert seen == {"a": T0, "b": T0}
 
 
+def test_a_change_is_stored_even_where_duckdbs_hash_sees_the_same_text(
+    warehouse: Warehouse,
+) -> None:
+    def counted(errors: int, successes: int) -> dict:
+        return {
+            "_id": "6b0d479f21eb54ab555116b8",
+            "type": "flow",
+            "_flowId": "6b0d479f21eb54ab55500001",
+            "status": "completed",
+            "numError": errors,
+            "numSuccess": successes,
+            "numIgnore": 0,
+            "createdAt": "2026-11-01T10:00:00.000Z",
+            "endedAt": "2026-11-01T10:05:00.000Z",
+        }
+
+    # DuckDB 2.0's hash() gives these two records' texts one value
+    commit(warehouse, [counted(236, 583)])
+    counts = commit(warehouse, [counted(238, 563)])
+    assert (counts.updated, counts.unchanged) == (1, 0)
+    assert rows(warehouse, "SELECT num_error, num_success FROM jobs") == [(238, 563)]
+
+
 def test_a_first_sync_finds_every_id_it_stored_in_any_earlier_batch(tmp_path: Path) -> None:
     path = tmp_path / "jobs.duckdb"
     with Warehouse.open(path) as fresh:  # empty: the run tracks the ids it stores
