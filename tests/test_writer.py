@@ -152,3 +152,57 @@ def test_a_failing_writer_restores_the_switch_interval(
         asyncio.run(run(warehouse))
     assert intervals == [pytest.approx(WRITER_SWITCH_INTERVAL_S)]
     assert sys.getswitchinterval() == default_interval
+
+
+def counted_commits(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of jobs of each batch the warehouse commits, in order."""
+    batches: list[int] = []
+    commit_batch = warehouse.commit_batch
+
+    def counting(rows: Any, *rest: Any) -> Any:
+        batches.append(rows.num_rows)
+        return commit_batch(rows, *rest)
+
+    monkeypatch.setattr(warehouse, "commit_batch", counting)
+    return batches
+
+
+def test_a_page_found_alone_waits_for_the_next_to_commit_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def run(warehouse: Warehouse) -> None:
+        writer = BatchWriter(warehouse, "run", lambda: T0, 100, 8, linger_s=5.0)
+        task = asyncio.create_task(writer.run())
+        await writer.put(page(0, 10))
+        await asyncio.sleep(0.1)
+        await writer.put(page(10, 10))
+        await asyncio.sleep(0.1)
+        await writer.put(page(20, 10))  # alone again: the stop ends its wait
+        await writer.finish(task)
+
+    with Warehouse.open(tmp_path / "jobs.duckdb") as warehouse:
+        batches = counted_commits(warehouse, monkeypatch)
+        asyncio.run(asyncio.wait_for(run(warehouse), 4))
+    assert batches == [20, 10]
+    assert stored_ids(tmp_path / "jobs.duckdb") == [f"job{n:04d}" for n in range(30)]
+
+
+def test_a_page_alone_is_committed_once_the_linger_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[int]] = []
+
+    async def run(warehouse: Warehouse, batches: list[int]) -> None:
+        writer = BatchWriter(warehouse, "run", lambda: T0, 100, 8, linger_s=0.05)
+        task = asyncio.create_task(writer.run())
+        await writer.put(page(0, 10))
+        await asyncio.sleep(0.01)
+        seen.append(list(batches))  # waiting for another
+        await asyncio.sleep(0.5)
+        seen.append(list(batches))
+        await writer.finish(task)
+
+    with Warehouse.open(tmp_path / "jobs.duckdb") as warehouse:
+        batches = counted_commits(warehouse, monkeypatch)
+        asyncio.run(run(warehouse, batches))
+    assert seen == [[], [10]]
