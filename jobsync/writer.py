@@ -27,8 +27,8 @@ _STOP = object()
 # found alone in the queue waits up to LINGER_S for another to commit with. At the bench's
 # 25 requests/s a page comes every 40 ms: a backfill makes half as many commits, the sync
 # spends a tenth less CPU, and its writer, less busy, falls behind less often (peak RSS of a
-# 920k-job backfill 218-219 -> 208-211 MB, scripts/bench.py's accounts). Where pages come
-# faster than commits, the queue is never found with one page and nothing waits.
+# 920k-job backfill 218-219 -> 205-212 MB, scripts/bench.py's accounts). Where pages come
+# faster than commits, the queue is seldom found with one page and little waits.
 LINGER_S = 0.04
 
 # DuckDB's Python API lets go of the GIL and takes it back several times per call. While the

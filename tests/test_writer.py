@@ -193,12 +193,12 @@ def test_a_page_alone_is_committed_once_the_linger_is_over(
     seen: list[list[int]] = []
 
     async def run(warehouse: Warehouse, batches: list[int]) -> None:
-        writer = BatchWriter(warehouse, "run", lambda: T0, 100, 8, linger_s=0.05)
+        writer = BatchWriter(warehouse, "run", lambda: T0, 100, 8, linger_s=0.5)
         task = asyncio.create_task(writer.run())
         await writer.put(page(0, 10))
         await asyncio.sleep(0.01)
         seen.append(list(batches))  # waiting for another
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.5)
         seen.append(list(batches))
         await writer.finish(task)
 
