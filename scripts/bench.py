@@ -49,7 +49,7 @@ from jobsync.memory import give_back_freed_memory
 from jobsync.records import normalise_page
 from jobsync.simulator import Account, AccountConfig, JobFilter, ServerOptions
 from jobsync.simulator.process import SimulatorProcess, SimulatorProcessError
-from jobsync.store import UNFINISHED_STATUSES, Warehouse
+from jobsync.store import SYNC_MEMORY_MB, UNFINISHED_STATUSES, Warehouse
 from jobsync.sync import SyncOptions
 from jobsync.timestamps import now_ms
 from jobsync.writer import BatchWriter, PageToStore
@@ -354,7 +354,7 @@ def ingest(pages: list[bytes], db: Path, options: SyncOptions) -> IngestResult:
         return IngestResult(writer.totals.jobs, seconds, decode, normalise, waiting)
 
     give_back_freed_memory()  # as run_sync does
-    with Warehouse.open(db) as warehouse:
+    with Warehouse.open(db, memory_mb=SYNC_MEMORY_MB) as warehouse:  # as `jobsync sync` does
         return asyncio.run(run(warehouse))
 
 
