@@ -167,11 +167,6 @@ class Warehouse:
             connection.execute("SET checkpoint_threshold = '256MB'")
             if memory_mb is not None:
                 connection.execute(f"SET memory_limit = '{memory_mb}MB'")
-                # Buffers for spilled and uncheckpointed data come from memory held for
-                # good, not mapped anew and faulted in for each: under the cap a backfill
-                # frees and refills them all the time (scripts/bench.py ingest, 84k -> 93k
-                # jobs/s, medians of 8).
-                connection.execute(f"SET block_allocator_memory = '{memory_mb}MB'")
                 warehouse._capped = True
             try:
                 version = warehouse._check_version()
