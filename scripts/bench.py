@@ -332,13 +332,9 @@ def ingest(
     its thread meanwhile, DuckDB capped at `memory_mb` (None: DuckDB's default). Ends when the
     last batch is committed."""
 
-    async def run(warehouse: Warehouse) -> IngestResult:
-        writer = BatchWriter(
-            warehouse, "bench-ingest", now_ms, options.batch_jobs, options.queue_pages
-        )
+    async def feed(writer: BatchWriter) -> tuple[float, float, float]:
+        """Every page to the writer; seconds decoding, normalising and waiting for room."""
         decode = normalise = waiting = 0.0
-        started = time.perf_counter()
-        task = asyncio.create_task(writer.run())
         for page in pages:
             t0 = time.perf_counter()
             records = decode_job_page(page)  # as the client decodes a listing
@@ -350,6 +346,25 @@ def ingest(
             await writer.put(PageToStore(normalised))
             t3 = time.perf_counter()
             decode, normalise, waiting = decode + t1 - t0, normalise + t2 - t1, waiting + t3 - t2
+        return decode, normalise, waiting
+
+    async def run(warehouse: Warehouse) -> IngestResult:
+        writer = BatchWriter(
+            warehouse, "bench-ingest", now_ms, options.batch_jobs, options.queue_pages
+        )
+        started = time.perf_counter()
+        task = asyncio.create_task(writer.run())
+        feeding = asyncio.create_task(feed(writer))
+        # as the sync does: a writer that fails stops the ingest, which would otherwise wait
+        # for room in its queue for ever
+        await asyncio.wait({task, feeding}, return_when=asyncio.FIRST_COMPLETED)
+        if not feeding.done():
+            feeding.cancel()
+            try:
+                task.result()
+            except Exception as exc:
+                raise BenchError(f"the ingest's writer failed: {exc}") from exc
+        decode, normalise, waiting = feeding.result()
         t3 = time.perf_counter()
         await writer.finish(task)
         seconds = time.perf_counter() - started
