@@ -310,6 +310,10 @@ class IngestResult:
     def jobs_per_s(self) -> float:
         return self.jobs / self.seconds
 
+    def detail(self) -> dict[str, Any]:
+        """As the JSON's details list it."""
+        return asdict(self) | {"jobs_per_s": round(self.jobs_per_s)}
+
 
 def make_pages(account: Account, at_ms: int, count: int) -> list[bytes]:
     """Up to `count` full listing pages as the API sends them (JSON bytes), newest first."""
@@ -640,10 +644,8 @@ class Benchmark:
             reruns=[{**self.sync_detail(r), "unfinished_before": u} for r, u in reruns],
             large_backfills=[self.sync_detail(r) for r in large],
             jobsync_missed=missed,
-            ingest=[asdict(i) | {"jobs_per_s": round(i.jobs_per_s)} for i in ingests],
-            ingest_without_memory_cap=[
-                asdict(i) | {"jobs_per_s": round(i.jobs_per_s)} for i in uncapped
-            ],
+            ingest=[i.detail() for i in ingests],
+            ingest_without_memory_cap=[i.detail() for i in uncapped],
             ingest_batch_jobs=SyncOptions().batch_jobs,
         )
         if reference is not None:
