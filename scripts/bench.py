@@ -329,7 +329,7 @@ def make_pages(account: Account, at_ms: int, count: int) -> list[bytes]:
 
 
 def ingest(
-    pages: list[bytes], db: Path, options: SyncOptions, memory_mb: int | None = SYNC_MEMORY_MB
+    pages: list[bytes], db: Path, options: SyncOptions, memory_mb: int | None
 ) -> IngestResult:
     """What a sync does with the pages it fetches, minus the network: decode and normalise
     them on the event loop and hand them to the sync's own writer, which commits batches on
