@@ -16,7 +16,7 @@ from jobsync.cursor import CursorState
 from jobsync.errors import WarehouseError, WarehouseLocked
 from jobsync.partition import Partition
 from jobsync.records import JOB_ARROW_SCHEMA, JOB_COLUMNS, Reject, normalise_page
-from jobsync.store import SCHEMA_VERSION, RunCounts, Unfinished, Warehouse
+from jobsync.store import SCHEMA_VERSION, SYNC_THREADS, RunCounts, Unfinished, Warehouse
 from jobsync.timestamps import format_iso_ms
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -336,6 +336,22 @@ def test_long_strings_lift_the_memory_cap_and_are_stored(
         assert rows(wh, "SELECT count(*), max(length(raw::VARCHAR)) > 2e6 FROM jobs") == [
             (1080, True)
         ]
+
+
+def test_a_sync_runs_duckdb_on_its_threads_and_other_opens_on_the_default(
+    tmp_path: Path,
+) -> None:
+    """The sync's threads are set once the file is checked (its full read keeps every core)."""
+    path = tmp_path / "jobs.duckdb"
+    threads = "SELECT current_setting('threads')"
+    with duckdb.connect() as fresh:
+        default = fresh.execute(threads).fetchall()
+    with Warehouse.open(path, memory_mb=32, threads=SYNC_THREADS) as wh:
+        assert rows(wh, threads) == [(SYNC_THREADS,)]
+        commit(wh, [job(f"j{n}") for n in range(3000)])
+    with Warehouse.open(path, read_only=True) as wh:
+        assert rows(wh, threads) == default
+        assert rows(wh, "SELECT count(*) FROM jobs") == [(3000,)]
 
 
 def test_a_later_sync_writes_beside_long_strings_already_stored(tmp_path: Path) -> None:
