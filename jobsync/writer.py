@@ -35,8 +35,11 @@ LINGER_S = 0.04
 # event loop decodes pages it holds the GIL, and each take-back waits out the interpreter's
 # switch interval (5 ms by default): beside a thread that kept the GIL busy, 300k jobs' 37
 # batches took 9.2 s to commit instead of 1.8 s alone, and 2.5 s with the interval at 0.2 ms
-# (the bench's ingest: 88k -> 106k jobs/s). So while a writer runs, the interval is short.
-WRITER_SWITCH_INTERVAL_S = 0.0002
+# (the bench's ingest: 88k -> 106k jobs/s). At 0.02 ms a `SELECT 1` beside a busy thread
+# takes 0.65 ms (1.5 at 0.2 ms, 23 at 5), and the ingest under the sync's memory cap gains a
+# tenth (alternated in one process, medians of 8: 88k jobs/s against 80k at 0.2 ms; 86k at
+# 0.05, 84k at 0.005). So while a writer runs, the interval is short.
+WRITER_SWITCH_INTERVAL_S = 0.00002
 _running_writers = 0
 _switch_interval_before = 0.0
 
