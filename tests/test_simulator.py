@@ -671,7 +671,12 @@ def test_latency_is_added_to_every_response(make_simulator: Make) -> None:
 
 
 def test_simulate_prints_the_url_and_stops_cleanly_on_ctrl_c() -> None:
-    command = "from jobsync.cli_simulate import simulate; simulate()"
+    # Ctrl-C as a command run in a terminal takes it: a shell that runs the tests in the
+    # background (`pytest &` in a script) has them ignore SIGINT, and a child keeps that.
+    command = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from jobsync.cli_simulate import simulate; simulate()"
+    )
     env = dict(os.environ, JOBSYNC_SIM_TOKEN="s3cret-token")
     process = subprocess.Popen(
         [sys.executable, "-c", command, "--port", "0", "--flows", "2", "--days", "2"],
