@@ -16,7 +16,7 @@ from jobsync.cli_options import api_options, build_settings, exit_on_error, verb
 from jobsync.config import Settings
 from jobsync.errors import EXIT_FAILURE, EXIT_PARTIAL, ConfigError
 from jobsync.progress import ProgressLine
-from jobsync.store import SYNC_MEMORY_MB, SYNC_THREADS, Warehouse
+from jobsync.store import Warehouse
 from jobsync.sync import SyncOptions, SyncRun, SyncSummary, run_sync
 from jobsync.timestamps import parse_user_time
 
@@ -160,7 +160,7 @@ def read_flows_file(path: Path) -> list[str]:
 
 async def sync_with_progress(settings: Settings, options: SyncOptions, quiet: bool) -> SyncSummary:
     """Open the warehouse and the client, run the sync, draw progress on a terminal."""
-    with Warehouse.open(settings.db, memory_mb=SYNC_MEMORY_MB, threads=SYNC_THREADS) as warehouse:
+    with Warehouse.open_for_sync(settings.db) as warehouse:
         async with JobsClient(client_settings(settings)) as client:
             progress: ProgressLine | None = None
 

@@ -15,7 +15,7 @@ from jobsync.dialect import DEFAULT_DIALECT
 from jobsync.errors import ConfigError, WarehouseError
 from jobsync.secret import ApiToken
 from jobsync.simulator import Account, AccountConfig, ServerOptions, SimulatorServer, WallClock
-from jobsync.store import SYNC_MEMORY_MB, SYNC_THREADS, Warehouse
+from jobsync.store import Warehouse
 from jobsync.sync import SyncOptions, SyncSummary, run_sync
 from jobsync.timestamps import now_ms
 
@@ -72,7 +72,7 @@ def run_demo(
         settings = ClientSettings(
             base_url=server.url, token=ApiToken(token), dialect=dialect, rate_limit=500
         )
-        with Warehouse.open(db, memory_mb=SYNC_MEMORY_MB, threads=SYNC_THREADS) as warehouse:
+        with Warehouse.open_for_sync(db) as warehouse:
             sync_options = SyncOptions(page_size=options.page_cap)
             summary = asyncio.run(_sync(settings, warehouse, sync_options))
             warehouse.connection.execute(_MARK_DEMO)

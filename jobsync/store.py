@@ -195,6 +195,12 @@ class Warehouse:
             raise
         return warehouse
 
+    @classmethod
+    def open_for_sync(cls, path: Path, *, memory_mb: int | None = SYNC_MEMORY_MB) -> Warehouse:
+        """Open the warehouse as a sync writes to it: DuckDB capped at `memory_mb` (None:
+        DuckDB's default) and on SYNC_THREADS."""
+        return cls.open(path, memory_mb=memory_mb, threads=SYNC_THREADS)
+
     def close(self) -> None:
         if self._batches is not None:
             self._batches.close()

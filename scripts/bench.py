@@ -49,7 +49,7 @@ from jobsync.memory import give_back_freed_memory
 from jobsync.records import normalise_page
 from jobsync.simulator import Account, AccountConfig, JobFilter, ServerOptions
 from jobsync.simulator.process import SimulatorProcess, SimulatorProcessError
-from jobsync.store import SYNC_MEMORY_MB, SYNC_THREADS, UNFINISHED_STATUSES, Warehouse
+from jobsync.store import SYNC_MEMORY_MB, UNFINISHED_STATUSES, Warehouse
 from jobsync.sync import SyncOptions
 from jobsync.timestamps import now_ms
 from jobsync.writer import BatchWriter, PageToStore
@@ -376,7 +376,7 @@ def ingest(
         return IngestResult(writer.totals.jobs, seconds, decode, normalise, waiting)
 
     give_back_freed_memory()  # as run_sync does
-    with Warehouse.open(db, memory_mb=memory_mb, threads=SYNC_THREADS) as warehouse:
+    with Warehouse.open_for_sync(db, memory_mb=memory_mb) as warehouse:
         return asyncio.run(run(warehouse))
 
 

@@ -346,8 +346,9 @@ def test_a_sync_runs_duckdb_on_its_threads_and_other_opens_on_the_default(
     threads = "SELECT current_setting('threads')"
     with duckdb.connect() as fresh:
         default = fresh.execute(threads).fetchall()
-    with Warehouse.open(path, memory_mb=32, threads=SYNC_THREADS) as wh:
+    with Warehouse.open_for_sync(path) as wh:
         assert rows(wh, threads) == [(SYNC_THREADS,)]
+        assert rows(wh, "SELECT current_setting('memory_limit')") == [("30.5 MiB",)]
         commit(wh, [job(f"j{n}") for n in range(3000)])
     with Warehouse.open(path, read_only=True) as wh:
         assert rows(wh, threads) == default
