@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -50,6 +51,13 @@ MAX_MEMORY_MB = 4096
 # 8.3-10.2 at 300k jobs, 25-27 s against 29-32 at 900k, the same wall time and peak RSS;
 # the writer alone under the cap, 2.4-2.6 s of CPU against 3.0-3.7, no slower).
 SYNC_THREADS = 1
+# Checkpoints rewrite and recompress `raw`; DuckDB's default (one per 16 MB of log) made them
+# the bulk of a backfill's commit time (scripts/bench.py, ingest figure).
+CHECKPOINT_LOG_MB = 256
+# DuckDB's threads for a sync's checkpoints: it writes a checkpoint's row groups in parallel,
+# and one holds some 2.4 of them (296k jobs); each thread needs some 5 MB of the sync's
+# 32 MB (on two threads a checkpoint failed at 8 MB and went through at 12).
+CHECKPOINT_THREADS = 2
 
 _DATA_COLUMNS = ", ".join(JOB_COLUMNS)
 _UPDATE_SET = ", ".join(f"{c} = b.{c}" for c in JOB_COLUMNS if c != "id")
@@ -143,6 +151,7 @@ class Warehouse:
         self._batches: duckdb.DuckDBPyConnection | None = None
         self._tracking_ids = False  # see _TRACK_IDS
         self._capped = False  # under the `memory_mb` of open, not yet lifted
+        self._threads: int | None = None  # DuckDB's threads as open set them (None: default)
 
     @classmethod
     def open(
@@ -173,9 +182,7 @@ class Warehouse:
         warehouse = cls(connection, path)
         try:
             connection.execute("SET TimeZone = 'UTC'")
-            # Checkpoints rewrite and recompress `raw`; the default (16 MB of log) made them
-            # the bulk of a backfill's commit time (scripts/bench.py, ingest figure).
-            connection.execute("SET checkpoint_threshold = '256MB'")
+            connection.execute(f"SET checkpoint_threshold = '{CHECKPOINT_LOG_MB}MB'")
             if memory_mb is not None:
                 connection.execute(f"SET memory_limit = '{memory_mb}MB'")
                 warehouse._capped = True
@@ -190,6 +197,7 @@ class Warehouse:
                 warehouse._create_views()
             if threads is not None:
                 connection.execute(f"SET threads = {int(threads)}")
+                warehouse._threads = threads
         except BaseException:
             connection.close()
             raise
@@ -461,7 +469,21 @@ class Warehouse:
         now_ms: int,
     ) -> UpsertCounts:
         """Upsert `rows`, log `rejects` and move partition cursors (None: the partition is
-        finished and its row goes) in one transaction."""
+        finished and its row goes) in one transaction; then checkpoint if the log is due."""
+        counts = self._store_batch(rows, rejects, cursors, run_id, now_ms)
+        self._checkpoint_when_due()
+        return counts
+
+    def _store_batch(
+        self,
+        rows: pa.Table,
+        rejects: list[Reject],
+        cursors: dict[str, CursorState | None],
+        run_id: str,
+        now_ms: int,
+    ) -> UpsertCounts:
+        """The transaction of `commit_batch`, once more without the memory cap if the cap
+        made it fail."""
         if self._batches is None:
             # Its own connection: a result left unread on the main one (by a caller) would
             # make DuckDB refuse to register the batch.
@@ -489,6 +511,31 @@ class Warehouse:
                 f"({rows.nbytes // 2**20} MB) within {MAX_MEMORY_MB} MB: {_first_line(exc)}; "
                 "what earlier batches stored is kept"
             ) from None
+
+    def _checkpoint_when_due(self) -> None:
+        """Checkpoint once the log holds CHECKPOINT_LOG_MB, as DuckDB would at the next commit,
+        but on CHECKPOINT_THREADS where open held DuckDB to fewer: the checkpoint is the one
+        step of a sync that a second thread shortens (296k jobs under the 32 MB cap: 0.65-0.70 s
+        on two threads against 1.03-1.04 s on one, for 0.12 s more CPU and the same file), and
+        the writer waits for it."""
+        wal = self.path.with_name(self.path.name + ".wal")
+        if not wal.exists() or wal.stat().st_size < CHECKPOINT_LOG_MB * 1000**2:
+            return
+        batches = self._batches
+        assert batches is not None  # made by the batch just stored
+        held = self._threads
+        threads = min(CHECKPOINT_THREADS, os.cpu_count() or 1)
+        if held is not None and held < threads:
+            batches.execute(f"SET threads = {threads}")
+        try:
+            batches.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            raise WarehouseError(
+                f"DuckDB could not checkpoint {self.path}: {_first_line(exc)}; every batch "
+                "committed is in its log, which the next run replays"
+            ) from None
+        if held is not None and held < threads:
+            batches.execute(f"SET threads = {held}")
 
     def _lift_memory_cap(self, why: str) -> None:
         """For the rest of the sync: see LONG_VALUE_BYTES. `why` goes to the log."""

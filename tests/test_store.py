@@ -12,6 +12,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from jobsync import store
 from jobsync.cursor import CursorState
 from jobsync.errors import WarehouseError, WarehouseLocked
 from jobsync.partition import Partition
@@ -353,6 +354,28 @@ def test_a_sync_runs_duckdb_on_its_threads_and_other_opens_on_the_default(
     with Warehouse.open(path, read_only=True) as wh:
         assert rows(wh, threads) == default
         assert rows(wh, "SELECT count(*) FROM jobs") == [(3000,)]
+
+
+def test_a_sync_checkpoints_itself_when_the_log_is_due_and_keeps_its_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a commit brings the log to CHECKPOINT_LOG_MB, the sync checkpoints at once (DuckDB
+    would at the next commit, on the sync's one thread); the commits after it run on the
+    sync's threads again."""
+    monkeypatch.setattr(store, "CHECKPOINT_LOG_MB", 1)
+    path = tmp_path / "jobs.duckdb"
+    log = path.with_name("jobs.duckdb.wal")
+    logged = []
+    with Warehouse.open_for_sync(path) as wh:
+        for batch in range(8):
+            commit(wh, [job(f"b{batch}-{n}", note="x" * 300) for n in range(1000)])
+            logged.append(log.stat().st_size if log.exists() else 0)
+            assert rows(wh, "SELECT current_setting('threads')") == [(SYNC_THREADS,)]
+        assert rows(wh, "SELECT count(*) FROM jobs") == [(8000,)]
+    assert max(logged) < 1_000_000  # never left at or past the threshold
+    assert logged.count(0) >= 2  # a batch is about 0.5 MB of log: every second one checkpoints
+    with Warehouse.open(path, read_only=True) as wh:
+        assert rows(wh, "SELECT count(DISTINCT id) FROM jobs") == [(8000,)]
 
 
 def test_a_later_sync_writes_beside_long_strings_already_stored(tmp_path: Path) -> None:
