@@ -7,6 +7,7 @@ exactly where its last commit left it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -210,8 +211,14 @@ class Warehouse:
         return cls.open(path, memory_mb=memory_mb, threads=SYNC_THREADS)
 
     def close(self) -> None:
+        """Close, DuckDB's last checkpoint on CHECKPOINT_THREADS (see _checkpoint_when_due)."""
         if self._batches is not None:
             self._batches.close()
+        more = self._checkpoint_threads()
+        if more is not None:
+            # a database that a failed statement invalidated refuses this, and closes all the same
+            with contextlib.suppress(duckdb.Error):
+                self.connection.execute(f"SET threads = {more}")
         self.connection.close()
 
     def __enter__(self) -> Warehouse:
@@ -523,10 +530,9 @@ class Warehouse:
             return
         batches = self._batches
         assert batches is not None  # made by the batch just stored
-        held = self._threads
-        threads = min(CHECKPOINT_THREADS, os.cpu_count() or 1)
-        if held is not None and held < threads:
-            batches.execute(f"SET threads = {threads}")
+        more = self._checkpoint_threads()
+        if more is not None:
+            batches.execute(f"SET threads = {more}")
         try:
             batches.execute("CHECKPOINT")
         except duckdb.Error as exc:
@@ -534,8 +540,14 @@ class Warehouse:
                 f"DuckDB could not checkpoint {self.path}: {_first_line(exc)}; every batch "
                 "committed is in its log, which the next run replays"
             ) from None
-        if held is not None and held < threads:
-            batches.execute(f"SET threads = {held}")
+        if more is not None:
+            batches.execute(f"SET threads = {self._threads}")
+
+    def _checkpoint_threads(self) -> int | None:
+        """CHECKPOINT_THREADS (at most one per core) where open held DuckDB to fewer, else
+        None: the threads as they are."""
+        threads = min(CHECKPOINT_THREADS, os.cpu_count() or 1)
+        return threads if self._threads is not None and self._threads < threads else None
 
     def _lift_memory_cap(self, why: str) -> None:
         """For the rest of the sync: see LONG_VALUE_BYTES. `why` goes to the log."""
