@@ -211,7 +211,8 @@ class Warehouse:
         return cls.open(path, memory_mb=memory_mb, threads=SYNC_THREADS)
 
     def close(self) -> None:
-        """Close, DuckDB's last checkpoint on CHECKPOINT_THREADS (see _checkpoint_when_due)."""
+        """Close; DuckDB's checkpoint at the close runs on CHECKPOINT_THREADS too (see
+        _checkpoint_when_due)."""
         if self._batches is not None:
             self._batches.close()
         more = self._checkpoint_threads()
