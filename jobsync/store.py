@@ -478,20 +478,6 @@ class Warehouse:
     ) -> UpsertCounts:
         """Upsert `rows`, log `rejects` and move partition cursors (None: the partition is
         finished and its row goes) in one transaction; then checkpoint if the log is due."""
-        counts = self._store_batch(rows, rejects, cursors, run_id, now_ms)
-        self._checkpoint_when_due()
-        return counts
-
-    def _store_batch(
-        self,
-        rows: pa.Table,
-        rejects: list[Reject],
-        cursors: dict[str, CursorState | None],
-        run_id: str,
-        now_ms: int,
-    ) -> UpsertCounts:
-        """The transaction of `commit_batch`, once more without the memory cap if the cap
-        made it fail."""
         if self._batches is None:
             # Its own connection: a result left unread on the main one (by a caller) would
             # make DuckDB refuse to register the batch.
@@ -505,20 +491,23 @@ class Warehouse:
             self._lift_memory_cap(f"a batch holds values over {LONG_VALUE_BYTES} bytes")
         try:
             try:
-                return _commit(self._batches, rows, rejects, cursors, run_id, now, tracked)
+                counts = _commit(self._batches, rows, rejects, cursors, run_id, now, tracked)
             except (duckdb.OutOfMemoryException, duckdb.TransactionException) as exc:
                 if not self._capped:
                     raise
                 # rolled back (as is a commit that fails before it is written): once more
-                problem = _first_line(exc)
-            self._lift_memory_cap(f"a batch of {rows.num_rows} jobs failed ({problem})")
-            return _commit(self._batches, rows, rejects, cursors, run_id, now, tracked)
+                self._lift_memory_cap(
+                    f"a batch of {rows.num_rows} jobs failed ({_first_line(exc)})"
+                )
+                counts = _commit(self._batches, rows, rejects, cursors, run_id, now, tracked)
         except (duckdb.OutOfMemoryException, duckdb.FatalException) as exc:
             raise WarehouseError(
                 f"DuckDB could not store a batch of {rows.num_rows} jobs "
                 f"({rows.nbytes // 2**20} MB) within {MAX_MEMORY_MB} MB: {_first_line(exc)}; "
                 "what earlier batches stored is kept"
             ) from None
+        self._checkpoint_when_due()
+        return counts
 
     def _checkpoint_when_due(self) -> None:
         """Checkpoint once the log holds CHECKPOINT_LOG_MB, as DuckDB would at the next commit,
