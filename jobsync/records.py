@@ -56,12 +56,17 @@ _DIGITS = re.compile(r"[+-]?[0-9]+")
 _MAX_SHOWN = 80
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 _NONE = type(None)
-# The API's own spelling of a moment, with every field in range: Arrow's cast and
-# `parse_iso_ms` read such a text alike (other spellings take the checking path).
+# ISO spellings with every field in range that Arrow's cast and `parse_iso_ms` read alike
+# (other spellings take the checking path).
 _PLAIN_ISO = (
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
     r":[0-5][0-9](\.[0-9]{1,3})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
+# The one spelling the API writes, with its digits as zeros. A page's texts that all have it
+# need no regex (0.41 ms for a page's 5,005 timestamps, against 0.05 for this check): Arrow's
+# cast then refuses a field out of range, as the regex would (a day the month lacks too).
+_API_SPELLING = b"0000-00-00T00:00:00.000Z"
+_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
 
 
 class _Invalid(ValueError):
@@ -283,7 +288,11 @@ def _typed_page(jobs: list[Any]) -> NormalisedPage | None:
     if any(parent is not None for parent in parents):
         own = arrays[_FLOW_JOB_AT]
         arrays[_FLOW_JOB_AT] = pc.coalesce(own, pa.array(parents, type=pa.string()))
-    arrays.append(pa.array(columns[RAW_AT], type=pa.binary()).cast(pa.string()))
+    # The texts are slices of a body that decode_job_page found to be UTF-8: checked in
+    # place, not copied by a cast (0.1 ms a page against 0.28).
+    raws = pa.array(columns[RAW_AT], type=pa.binary()).view(pa.string())
+    raws.validate(full=True)
+    arrays.append(raws)
     return NormalisedPage(
         rows=pa.Table.from_arrays(arrays, schema=JOB_ARROW_SCHEMA),
         ids=ids,
@@ -370,7 +379,10 @@ def _plain_timestamps(texts: pa.Array) -> pa.Array | None:
     otherwise or falls outside the range `parse_iso_ms` accepts."""
     if texts.null_count == len(texts):
         return pa.nulls(len(texts), type=_TIMESTAMP)
-    if not pc.all(pc.match_substring_regex(texts, _PLAIN_ISO)).as_py():
+    if (
+        not _in_api_spelling(texts)
+        and not pc.all(pc.match_substring_regex(texts, _PLAIN_ISO)).as_py()
+    ):
         return None
     try:
         moments = texts.cast(_TIMESTAMP)
@@ -380,6 +392,19 @@ def _plain_timestamps(texts: pa.Array) -> pa.Array | None:
     if first.as_py() < FIRST_MS or last.as_py() > LAST_MS:
         return None
     return moments
+
+
+def _in_api_spelling(texts: pa.Array) -> bool:
+    """Whether every text that is not null reads like `_API_SPELLING`, digit for digit: one
+    pass over the texts' bytes, every digit made a zero."""
+    shortest, longest = pc.min_max(pc.binary_length(texts)).values()
+    if shortest.as_py() != len(_API_SPELLING) or longest.as_py() != len(_API_SPELLING):
+        return False
+    _, offsets, data = texts.buffers()
+    ends = memoryview(offsets).cast("i")  # int32: where each text ends in `data`
+    spelled = data[ends[texts.offset] : ends[texts.offset + len(texts)]].to_pybytes()
+    count = len(texts) - texts.null_count
+    return spelled.translate(_DIGITS_AS_ZEROS) == _API_SPELLING * count
 
 
 def normalise_job(record: Any) -> dict[str, Any] | Reject:

@@ -23,7 +23,9 @@ from jobsync.records import (
     NormalisedPage,
     Reject,
     _checked_page,
+    _in_api_spelling,
     _plain_page,
+    _plain_timestamps,
     normalise_job,
     normalise_page,
 )
@@ -754,6 +756,37 @@ def test_pages_in_the_api_spelling_take_the_plain_path() -> None:
 def test_anything_unusual_takes_the_checking_path(changes: dict[str, Any]) -> None:
     assert _plain_page([{**JOB, **changes}]) is None
     assert _plain_page([JOB, JOB]) is None  # duplicate ids
+
+
+# Texts near the API's spelling: one of its characters (digits included) made another, or
+# a character added or taken away.
+API_TEXT = "2024-01-15T10:00:00.000Z"
+near_api_texts = st.builds(
+    lambda at, char, cut, text: text[:at] + char + text[at + cut :],
+    st.integers(0, len(API_TEXT) - 1),
+    st.sampled_from(["", *"0123456789-:.TZ tz+/é", "\u0660"]),
+    st.integers(0, 1),
+    st.sampled_from([API_TEXT, "2024-02-29T23:59:59.999Z", "2023-12-31T00:00:00.000Z"]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.none() | st.just(API_TEXT) | near_api_texts, min_size=1, max_size=6))
+def test_timestamps_converted_in_bulk_are_read_as_one_by_one(texts: list[str | None]) -> None:
+    moments = _plain_timestamps(pa.array(texts, type=pa.string()))
+    if moments is not None:
+        expected = [None if text is None else parse_iso_ms(text) for text in texts]
+        assert moments.cast(pa.int64()).to_pylist() == expected
+
+
+def test_texts_in_the_api_spelling_need_no_regex() -> None:
+    texts = pa.array(["x", API_TEXT, None, "2024-02-29T23:59:59.999Z", "2024-13-01T10:00:00.000Z"])
+    assert _in_api_spelling(texts.slice(1, 3))  # nulls and an array that starts past 0
+    assert not _in_api_spelling(texts)  # "x" is too short
+    assert _in_api_spelling(texts.slice(4))  # spelled right: the cast refuses month 13
+    assert _plain_timestamps(texts.slice(4)) is None
+    assert not _in_api_spelling(pa.array(["2024-01-15 10:00:00.000Z"]))
+    assert not _in_api_spelling(pa.array(["2024-01-15T10:00:00.00aZ"]))
 
 
 @settings(max_examples=300, deadline=None)
