@@ -44,6 +44,7 @@ from jobsync.job_record import (
     PARENT_AT,
     PARENT_JOB_FIELD,
     RAW_AT,
+    RECORDS_PER_CALL,
     REQUIRED_FIELDS,
     JobRecord,
     as_dicts,
@@ -268,8 +269,8 @@ def normalise_page(records: list[Any]) -> NormalisedPage:
 def _typed_page(jobs: list[Any]) -> NormalisedPage | None:
     """The page of JobRecords (every known field of its plain type, see jobsync.job_record)
     as columns, or None when an id repeats or a timestamp is not in the API's spelling."""
-    columns = list(zip(*map(msgspec.structs.astuple, jobs), strict=True))
-    ids = list(columns[0])
+    columns = _columns(jobs)
+    ids = columns[0]
     if len(set(ids)) != len(ids):
         return None
     # every timestamp of the page in one array: one check and one cast, not one per field
@@ -300,6 +301,16 @@ def _typed_page(jobs: list[Any]) -> NormalisedPage | None:
         count=len(jobs),
         duplicates=0,
     )
+
+
+def _columns(jobs: list[Any]) -> list[list[Any]]:
+    """The JobRecords' fields as columns, transposed RECORDS_PER_CALL records a call."""
+    parts = []
+    for start in range(0, len(jobs), RECORDS_PER_CALL):
+        rows = map(msgspec.structs.astuple, jobs[start : start + RECORDS_PER_CALL])
+        parts.append(list(zip(*rows, strict=True)))
+    fields = range(len(JobRecord.__struct_fields__))
+    return [list(chain.from_iterable(part[at] for part in parts)) for at in fields]
 
 
 def _checked_page(records: list[Any]) -> NormalisedPage:

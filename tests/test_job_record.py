@@ -9,7 +9,13 @@ import orjson
 import pytest
 
 from jobsync.crawl import fill_flow_ids
-from jobsync.job_record import JobRecord, as_dicts, decode_job_page, is_record
+from jobsync.job_record import (
+    RECORDS_PER_CALL,
+    JobRecord,
+    as_dicts,
+    decode_job_page,
+    is_record,
+)
 from jobsync.records import normalise_page
 
 JOB = {
@@ -106,6 +112,29 @@ def test_a_typed_page_normalises_as_its_dicts_do() -> None:
     typed = normalise_page(decode_job_page(page(*records)) or [])
     assert typed.rows.equals(normalise_page(records).rows)
     assert typed.rows.column("flow_job_id").to_pylist() == ["flow1", "a"]
+
+
+def test_a_page_longer_than_one_call_decodes_and_normalises_whole() -> None:
+    count = 2 * RECORDS_PER_CALL + 3  # the last call holds 3 records
+    records = [
+        {
+            **JOB,
+            "_id": f"job{n}",
+            "numSuccess": n,
+            "retriable": n % 2 == 0,
+            "endedAt": None if n % 3 else f"2024-01-15T10:{n % 60:02d}:00.{n % 1000:03d}Z",
+            "x-unknown": "é" * (n % 4),
+        }
+        for n in range(count)
+    ]
+    body = b"[" + b" , ".join(orjson.dumps(record) for record in records) + b"]"
+    typed = decode_job_page(body) or []
+    assert [record.raw for record in typed] == [orjson.dumps(record) for record in records]
+    assert [record.as_dict() for record in typed] == records
+    page_rows = normalise_page(typed)
+    assert page_rows.ids == [f"job{n}" for n in range(count)]
+    assert page_rows.rows.equals(normalise_page(records).rows)
+    assert decode_job_page(body.replace(b'"job400"', b"400")) is None  # in the second call
 
 
 @pytest.mark.parametrize(
