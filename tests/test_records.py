@@ -766,7 +766,15 @@ near_api_texts = st.builds(
     st.integers(0, len(API_TEXT) - 1),
     st.sampled_from(["", *"0123456789-:.TZ tz+/é", "\u0660"]),
     st.integers(0, 1),
-    st.sampled_from([API_TEXT, "2024-02-29T23:59:59.999Z", "2023-12-31T00:00:00.000Z"]),
+    st.sampled_from(
+        [
+            API_TEXT,
+            "2024-02-29T23:59:59.999Z",
+            "2023-12-31T00:00:00.000Z",
+            "0000-01-01T00:00:00.000Z",  # Arrow reads year 0, parse_iso_ms does not
+            "9999-12-31T23:59:59.999Z",  # past the last day parse_iso_ms reads
+        ]
+    ),
 )
 
 
