@@ -378,6 +378,24 @@ def test_a_sync_checkpoints_itself_when_the_log_is_due_and_keeps_its_threads(
         assert rows(wh, "SELECT count(DISTINCT id) FROM jobs") == [(8000,)]
 
 
+def test_a_checkpoint_that_fails_says_so_and_the_next_open_replays_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint that runs out of memory invalidates DuckDB's database: the sync stops with
+    a clear error, the close does not raise on top of it, and what was committed is in the
+    log, which the next open replays."""
+    path = tmp_path / "jobs.duckdb"
+    wh = Warehouse.open_for_sync(path)
+    commit(wh, [job(f"j{n}", note="x" * 300) for n in range(3000)])
+    wh.connection.execute("SET memory_limit = '1MB'")  # too little for any checkpoint
+    monkeypatch.setattr(store, "CHECKPOINT_LOG_MB", 0)  # due at once
+    with pytest.raises(WarehouseError, match=r"could not checkpoint .*replays"):
+        wh._checkpoint_when_due()
+    wh.close()
+    with Warehouse.open(path, read_only=True) as wh:
+        assert rows(wh, "SELECT count(*) FROM jobs") == [(3000,)]
+
+
 def test_a_later_sync_writes_beside_long_strings_already_stored(tmp_path: Path) -> None:
     """Appending to, or checkpointing, a row group of long strings needs them in memory even
     when the batch itself is small: the next sync must know the file holds them."""
