@@ -17,6 +17,7 @@ from typing import Any
 from jobsync.crawl import Crawler, CrawlError, CrawlPage, widest_query
 from jobsync.cursor import CursorStuck
 from jobsync.errors import ApiError, Unauthorized, Untrusted
+from jobsync.held_pages import PageToStore
 from jobsync.memory import give_back_freed_memory
 from jobsync.partition import (
     DAY_MS,
@@ -28,9 +29,9 @@ from jobsync.partition import (
 from jobsync.query import JobQuery
 from jobsync.records import normalise_page
 from jobsync.refresh import plan_refresh
-from jobsync.store import RunCounts, Warehouse
+from jobsync.store import ROW_GROUP_ROWS, RunCounts, Warehouse
 from jobsync.timestamps import format_iso_ms, now_ms
-from jobsync.writer import BatchWriter, PageToStore
+from jobsync.writer import BatchWriter
 
 log = logging.getLogger("jobsync.sync")
 
@@ -46,13 +47,13 @@ class SyncOptions:
     page_size: int = 1001
     retention_days: int = 30
     window_ms: int = DAY_MS
-    batch_jobs: int = 20_000
-    # The writer commits what the queue holds, so the queue sets how many pages a batch can
-    # hold, and a batch's statements take the GIL back some 130 times whatever it holds
-    # (perf probes on take_gil): each take waits behind the event loop. With 12 pages, not
-    # 8, the writer took the GIL a third fewer times, and the ingest under the cap gave
-    # 117k jobs/s against 109.5k (scripts/bench.py; alternated, medians of 8; 16 pages:
-    # 117k too).
+    commit_rows: int = ROW_GROUP_ROWS  # commits take whole multiples (see jobsync.writer)
+    # Until the writer committed whole row groups, it committed what the queue held, so the
+    # queue set how many pages a batch held, and a batch's statements took the GIL back some
+    # 130 times whatever it held (perf probes on take_gil): each take waits behind the event
+    # loop. With 12 pages, not 8, the writer took the GIL a third fewer times, and the
+    # ingest under the cap gave 117k jobs/s against 109.5k (scripts/bench.py; alternated,
+    # medians of 8; 16 pages: 117k too).
     queue_pages: int = 12
 
 
@@ -116,7 +117,7 @@ class SyncRun:
         self.errors: list[str] = []
         self._refresh_targets: dict[str, set[str]] = {}
         self._writer = BatchWriter(
-            warehouse, self.run_id, clock, options.batch_jobs, options.queue_pages
+            warehouse, self.run_id, clock, options.queue_pages, options.commit_rows
         )
         self._crawler = Crawler(
             _PacedSource(client, self._writer), options.page_size, client.dialect

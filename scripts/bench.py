@@ -44,6 +44,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from jobsync.held_pages import PageToStore
 from jobsync.job_record import decode_job_page
 from jobsync.memory import give_back_freed_memory
 from jobsync.records import normalise_page
@@ -52,7 +53,7 @@ from jobsync.simulator.process import SimulatorProcess, SimulatorProcessError
 from jobsync.store import SYNC_MEMORY_MB, UNFINISHED_STATUSES, Warehouse
 from jobsync.sync import SyncOptions
 from jobsync.timestamps import now_ms
-from jobsync.writer import BatchWriter, PageToStore
+from jobsync.writer import BatchWriter
 
 PAGE_SIZE = 1001  # the API's page cap, and the simulator's
 TOKEN = "bench-token"
@@ -92,6 +93,7 @@ class SyncResult:
     started_ms: int
     ended_ms: int
     simulator_cpu_s: float = 0.0
+    file_mb: float = 0.0  # the warehouse file once the sync has closed it
 
     @property
     def jobs(self) -> int:
@@ -165,6 +167,7 @@ def run_sync_cli(
         started_ms=started_ms,
         ended_ms=ended_ms,
         simulator_cpu_s=simulator_cpu,
+        file_mb=db.stat().st_size / 2**20,
     )
 
 
@@ -358,7 +361,7 @@ def ingest(
 
     async def run(warehouse: Warehouse) -> IngestResult:
         writer = BatchWriter(
-            warehouse, "bench-ingest", now_ms, options.batch_jobs, options.queue_pages
+            warehouse, "bench-ingest", now_ms, options.queue_pages, options.commit_rows
         )
         started = time.perf_counter()
         task = asyncio.create_task(writer.run())
@@ -653,7 +656,7 @@ class Benchmark:
             jobsync_missed=missed,
             ingest=[i.detail() for i in ingests],
             ingest_without_memory_cap=[i.detail() for i in uncapped],
-            ingest_batch_jobs=SyncOptions().batch_jobs,
+            ingest_commit_rows=SyncOptions().commit_rows,
         )
         if reference is not None:
             report.details["reference"] = {
@@ -691,6 +694,7 @@ class Benchmark:
             "cpu_s": round(result.cpu_s, 2),
             "simulator_cpu_s": round(result.simulator_cpu_s, 2),
             "max_rss_mb": round(result.max_rss_mb, 1),
+            "file_mb": round(result.file_mb, 1),
             "summary": result.summary,
         }
 
@@ -751,6 +755,12 @@ class Benchmark:
             "< 300 MB",
             rss < 300,
         )
+        size = median([r.file_mb for r in backfills])
+        report.add(
+            f"warehouse file after the backfill{of}",
+            round(size, 1),
+            f"{size:.1f} MB ({size * 2**20 / jobs:.0f} bytes a job)",
+        )
         if large:
             big = median([r.max_rss_mb for r in large])
             big_jobs = int(median([r.jobs for r in large]))
@@ -769,6 +779,12 @@ class Benchmark:
                 f"3x backfill wall time / bound{of_large}",
                 round(big_ratio, 3),
                 f"{big_wall:.1f} s / {big_ratio:.2f}",
+            )
+            big_size = median([r.file_mb for r in large])
+            report.add(
+                f"warehouse file after the 3x backfill{of_large}",
+                round(big_size, 1),
+                f"{big_size:.1f} MB ({big_size * 2**20 / big_jobs:.0f} bytes a job)",
             )
 
         rerun_wall = median([r.wall_s for r, _ in reruns])

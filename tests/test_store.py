@@ -378,6 +378,31 @@ def test_a_sync_checkpoints_itself_when_the_log_is_due_and_keeps_its_threads(
         assert rows(wh, "SELECT count(DISTINCT id) FROM jobs") == [(8000,)]
 
 
+def test_whole_row_groups_are_written_into_the_file_not_into_the_log(tmp_path: Path) -> None:
+    """A commit of whole row groups (ROW_GROUP_ROWS rows each): DuckDB writes them into the
+    file during the commit, and its log holds only where they are; the rest of a commit goes
+    through the log, into a row group of its own size."""
+    path = tmp_path / "jobs.duckdb"
+    log = path.with_name("jobs.duckdb.wal")
+    size = store.ROW_GROUP_ROWS
+    records = [job(f"j{n:06d}", note="x" * 300) for n in range(2 * size + 100)]
+    with Warehouse.open_for_sync(path) as wh:
+        commit(wh, records[: 2 * size])
+        whole = log.stat().st_size
+        commit(wh, records[2 * size :])
+        rest = log.stat().st_size - whole
+        groups = rows(
+            wh,
+            """SELECT row_group_id, max(count) FROM pragma_storage_info('jobs')
+               WHERE column_name = 'id' GROUP BY ALL ORDER BY 1""",
+        )
+    assert whole < 100_000 < 2 * size * 300  # not the rows' 10 MB
+    assert rest > 100 * 300  # the last 100 rows themselves
+    assert groups == [(0, size), (1, size), (2, 100)]
+    with duckdb.connect(str(path), read_only=True) as con:  # as an analyst opens it
+        assert con.execute("SELECT count(DISTINCT id) FROM jobs").fetchall() == [(2 * size + 100,)]
+
+
 def test_a_checkpoint_that_fails_says_so_and_the_next_open_replays_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

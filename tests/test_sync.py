@@ -216,7 +216,7 @@ def test_a_failing_writer_ends_the_run_with_its_error_instead_of_hanging(
 
     monkeypatch.setattr(Warehouse, "commit_batch", failing_commit)
     with simulator(dialect, page_size=50, days=10) as sim, pytest.raises(OSError, match="No space"):
-        sync(sim, db, concurrency=4, queue_pages=2, batch_jobs=50)
+        sync(sim, db, concurrency=4, queue_pages=2, commit_rows=50)
     with duckdb.connect(str(db), read_only=True) as con:
         outcome, error = con.execute("SELECT outcome, error FROM sync_runs").fetchone()
     assert outcome == "failed" and "No space left" in error
@@ -241,7 +241,7 @@ def test_a_writer_held_up_stops_the_crawl_fetching_once_its_queue_is_full(
     monkeypatch.setattr(Warehouse, "commit_batch", held_up_commit)
     # children come with their flow jobs in this dialect: one request, one page
     with simulator("reference", page_size=50, days=10) as sim:
-        summary = sync(sim, db, concurrency=8, max_concurrency=8, queue_pages=3, batch_jobs=50)
+        summary = sync(sim, db, concurrency=8, max_concurrency=8, queue_pages=3, commit_rows=50)
         assert summary.outcome == "succeeded"
         assert_warehouse_matches(db, sim, set(truth(sim)))
     # at most the queue's pages and the client's window (max_concurrency: 8) more

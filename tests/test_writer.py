@@ -12,10 +12,12 @@ from typing import Any
 import duckdb
 import pytest
 
+from jobsync.cursor import CursorState
+from jobsync.held_pages import PageToStore
 from jobsync.records import normalise_page
 from jobsync.store import Warehouse
 from jobsync.timestamps import format_iso_ms
-from jobsync.writer import WRITER_SWITCH_INTERVAL_S, BatchWriter, PageToStore
+from jobsync.writer import WRITER_SWITCH_INTERVAL_S, BatchWriter
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -46,7 +48,7 @@ def test_a_writer_commits_every_page_and_counts_it(tmp_path: Path) -> None:
     db = tmp_path / "jobs.duckdb"
 
     async def run(warehouse: Warehouse) -> BatchWriter:
-        writer = BatchWriter(warehouse, "run", lambda: T0, batch_jobs=25, queue_pages=2)
+        writer = BatchWriter(warehouse, "run", lambda: T0, queue_pages=2, commit_rows=25)
         task = asyncio.create_task(writer.run())
         for first in range(0, 100, 10):
             await writer.put(page(first, 10))
@@ -72,7 +74,7 @@ def test_a_request_is_admitted_only_while_requests_and_pages_fit_the_queue_plus_
         await writer.put(page(first, 5))  # at once, as the sync does with a page it fetched
 
     async def run(warehouse: Warehouse) -> list[list[int]]:
-        writer = BatchWriter(warehouse, "run", lambda: T0, batch_jobs=100, queue_pages=1)
+        writer = BatchWriter(warehouse, "run", lambda: T0, queue_pages=1, commit_rows=100)
         answers = [asyncio.Event() for _ in range(3)]
         fetches = [asyncio.create_task(fetch(writer, n * 5, answers[n])) for n in range(3)]
         seen: list[list[int]] = []
@@ -109,7 +111,7 @@ def test_the_switch_interval_is_short_while_any_writer_runs_and_restored_after(
 
     async def run(first: Warehouse, second: Warehouse) -> None:
         writers = [
-            BatchWriter(warehouse, "run", lambda: T0, batch_jobs=10, queue_pages=1)
+            BatchWriter(warehouse, "run", lambda: T0, queue_pages=1, commit_rows=10)
             for warehouse in (first, second)
         ]
         tasks = [asyncio.create_task(writer.run()) for writer in writers]
@@ -143,7 +145,7 @@ def test_a_failing_writer_restores_the_switch_interval(
     monkeypatch.setattr(Warehouse, "commit_batch", failing_commit)
 
     async def run(warehouse: Warehouse) -> None:
-        writer = BatchWriter(warehouse, "run", lambda: T0, batch_jobs=10, queue_pages=1)
+        writer = BatchWriter(warehouse, "run", lambda: T0, queue_pages=1, commit_rows=10)
         task = asyncio.create_task(writer.run())
         await writer.put(page(0, 5))
         await writer.finish(task)
@@ -154,55 +156,115 @@ def test_a_failing_writer_restores_the_switch_interval(
     assert sys.getswitchinterval() == default_interval
 
 
-def counted_commits(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of jobs of each batch the warehouse commits, in order."""
-    batches: list[int] = []
+def counted_commits(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """Each commit the warehouse makes, in order: its rows, its rejects and its cursor moves."""
+    batches: list[tuple[int, int, dict[str, Any]]] = []
     commit_batch = warehouse.commit_batch
 
-    def counting(rows: Any, *rest: Any) -> Any:
-        batches.append(rows.num_rows)
-        return commit_batch(rows, *rest)
+    def counting(rows: Any, rejects: Any, cursors: Any, *rest: Any) -> Any:
+        batches.append((rows.num_rows, len(rejects), dict(cursors)))
+        return commit_batch(rows, rejects, cursors, *rest)
 
     monkeypatch.setattr(warehouse, "commit_batch", counting)
     return batches
 
 
-def test_a_page_found_alone_waits_for_the_next_to_commit_with_it(
+def partition_page(
+    key: str, first: int, count: int, cursor: CursorState | None, bad: int = 0
+) -> PageToStore:
+    """A partition's page of `count` jobs and `bad` records without a createdAt."""
+    records: list[Any] = [
+        {"_id": f"job{n:04d}", "type": "flow", "createdAt": format_iso_ms(T0 + n)}
+        for n in range(first, first + count)
+    ]
+    records += [{"_id": f"bad{first}-{n}", "type": "flow"} for n in range(bad)]
+    return PageToStore(normalise_page(records), key, cursor, finished=cursor is None)
+
+
+def test_commits_take_whole_row_groups_and_a_page_cut_stores_its_cursor_with_its_last_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def run(warehouse: Warehouse) -> None:
-        writer = BatchWriter(warehouse, "run", lambda: T0, 100, 8, linger_s=5.0)
+    one, two = CursorState(T0 + 9), CursorState(T0 + 29)
+    pages = [
+        partition_page("a", 0, 10, one),
+        partition_page("b", 10, 10, one),
+        partition_page("a", 20, 10, two, bad=1),  # cut by the first commit
+        partition_page("b", 30, 10, two),
+        partition_page("a", 40, 10, None),  # a finished
+        partition_page("b", 50, 0, None),  # b finished, on a page without jobs
+    ]
+
+    async def run(warehouse: Warehouse) -> BatchWriter:
+        writer = BatchWriter(
+            warehouse, "run", lambda: T0, 8, commit_rows=25, linger_s=5.0, hold_s=5.0
+        )
         task = asyncio.create_task(writer.run())
-        await writer.put(page(0, 10))
-        await asyncio.sleep(0.1)
-        await writer.put(page(10, 10))
-        await asyncio.sleep(0.1)
-        await writer.put(page(20, 10))  # alone again: the stop ends its wait
+        for item in pages:
+            await writer.put(item)
+            await asyncio.sleep(0.05)
         await writer.finish(task)
+        return writer
 
     with Warehouse.open(tmp_path / "jobs.duckdb") as warehouse:
         batches = counted_commits(warehouse, monkeypatch)
-        asyncio.run(asyncio.wait_for(run(warehouse), 4))
-    assert batches == [20, 10]
-    assert stored_ids(tmp_path / "jobs.duckdb") == [f"job{n:04d}" for n in range(30)]
+        writer = asyncio.run(asyncio.wait_for(run(warehouse), 4))
+    assert batches == [
+        (25, 0, {"a": one, "b": one}),
+        (25, 1, {"a": None, "b": two}),
+        (0, 0, {"b": None}),  # at the stop
+    ]
+    assert writer.totals.jobs == 51 and writer.totals.pages == 5
+    assert stored_ids(tmp_path / "jobs.duckdb") == [f"job{n:04d}" for n in range(50)]
 
 
-def test_a_page_alone_is_committed_once_the_linger_is_over(
+def test_rows_held_without_filling_a_row_group_are_committed_once_the_hold_is_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[list[int]] = []
+    seen: list[list[tuple[int, int, dict[str, Any]]]] = []
 
-    async def run(warehouse: Warehouse, batches: list[int]) -> None:
-        writer = BatchWriter(warehouse, "run", lambda: T0, 100, 8, linger_s=0.5)
+    async def run(warehouse: Warehouse, batches: list[Any]) -> None:
+        writer = BatchWriter(
+            warehouse, "run", lambda: T0, 8, commit_rows=100, linger_s=5.0, hold_s=0.5
+        )
         task = asyncio.create_task(writer.run())
         await writer.put(page(0, 10))
-        await asyncio.sleep(0.01)
-        seen.append(list(batches))  # waiting for another
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(0.2)
+        await writer.put(page(10, 10))
+        await asyncio.sleep(0.1)
+        seen.append(list(batches))  # waiting for a row group to fill
+        await asyncio.sleep(1.0)
         seen.append(list(batches))
         await writer.finish(task)
 
     with Warehouse.open(tmp_path / "jobs.duckdb") as warehouse:
         batches = counted_commits(warehouse, monkeypatch)
         asyncio.run(run(warehouse, batches))
-    assert seen == [[], [10]]
+    assert seen == [[], [(20, 0, {})]]
+    assert stored_ids(tmp_path / "jobs.duckdb") == [f"job{n:04d}" for n in range(20)]
+
+
+def test_rows_are_committed_as_they_are_once_no_page_comes_for_the_linger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[tuple[int, int, dict[str, Any]]]] = []
+
+    async def run(warehouse: Warehouse, batches: list[Any]) -> None:
+        writer = BatchWriter(
+            warehouse, "run", lambda: T0, 8, commit_rows=100, linger_s=0.3, hold_s=5.0
+        )
+        task = asyncio.create_task(writer.run())
+        await writer.put(page(0, 10))
+        await asyncio.sleep(0.1)
+        await writer.put(page(10, 10))  # within the linger: it waits on
+        await asyncio.sleep(0.1)
+        seen.append(list(batches))
+        await asyncio.sleep(0.6)
+        seen.append(list(batches))
+        await writer.finish(task)
+
+    with Warehouse.open(tmp_path / "jobs.duckdb") as warehouse:
+        batches = counted_commits(warehouse, monkeypatch)
+        asyncio.run(run(warehouse, batches))
+    assert seen == [[], [(20, 0, {})]]
