@@ -23,21 +23,18 @@ log = logging.getLogger("jobsync.writer")
 
 _STOP = object()
 
-# A commit takes whole row groups of the warehouse (ROW_GROUP_ROWS rows each) while pages
-# come faster than it stores them: DuckDB then writes them compressed into the file during
-# the commit, instead of into its log and, under the sync's memory cap, out to a temporary
-# file and back for the checkpoint that compresses them (300k jobs: 1.0 s of the writer's
-# time against 2.05 s; ingests, alternated: 137k to 156k jobs/s against 99k to 125k). The
-# rows past the last whole row group wait for the next pages, and are committed as they
-# are once none comes for LINGER_S, once they have waited HOLD_S, or at the stop: where the
-# writer keeps up, a sync's progress is stored as it comes, as it was before.
-#
-# A commit costs some 15 ms whatever it holds (its statements' set-up, COMMIT), so a page
-# found alone waits up to LINGER_S for another to commit with. At the bench's 25 requests/s
-# a page comes every 40 ms: a backfill makes half as many commits, the sync spends a tenth
-# less CPU, and its writer, less busy, falls behind less often (peak RSS of a 920k-job
-# backfill 218-219 -> 205-212 MB, scripts/bench.py's accounts).
-LINGER_S = 0.04
+# A commit takes whole row groups of the warehouse (ROW_GROUP_ROWS rows each): DuckDB then
+# writes them compressed into the file during the commit, instead of into its log and, under
+# the sync's memory cap, out to a temporary file and back for the checkpoint that compresses
+# them (300k jobs: 1.0 s of the writer's time against 2.05 s; ingests, alternated: 107k to
+# 161k jobs/s against 81k to 110k). The rows past the last whole row group wait for more,
+# and are committed as they are once they have waited HOLD_S, or at the stop. At the bench's
+# 25 pages a second a row group fills in 0.65 s: paired backfills spent 30% less CPU (5.8 s
+# against 8.1 at 300k jobs, 16.5-18.7 s against 25 at 920k), and a 920k-job backfill made
+# 57 commits, not one of them a checkpoint's (its peak RSS 209-212 MB). Committing the rest
+# whenever no page came for 40 ms, as the writer did before, made 105-112 commits, half the
+# data went through the log, two checkpoints held the writer up for a second each while
+# pages piled up, and the peak was 215-230 MB. A kill loses what was held: at most HOLD_S.
 HOLD_S = 1.0
 
 # DuckDB's Python API lets go of the GIL and takes it back several times per call. While the
@@ -89,14 +86,12 @@ class BatchWriter:
         clock: Callable[[], int],
         queue_pages: int,
         commit_rows: int = ROW_GROUP_ROWS,
-        linger_s: float = LINGER_S,
         hold_s: float = HOLD_S,
     ) -> None:
         self.warehouse = warehouse
         self.run_id = run_id
         self.clock = clock
         self.commit_rows = commit_rows
-        self.linger_s = linger_s
         self.hold_s = hold_s
         self.totals = WriterTotals(UpsertCounts())
         if queue_pages < 1:
@@ -155,9 +150,8 @@ class BatchWriter:
         self._notify()
 
     async def run(self) -> None:
-        """Store what the queue brings until stopped: whole multiples of `commit_rows` rows
-        while pages keep coming, the rest once none comes for `linger_s`, once it has waited
-        `hold_s`, or at the stop (see LINGER_S)."""
+        """Store what the queue brings until stopped: whole multiples of `commit_rows` rows,
+        and the rest once it has waited `hold_s`, or at the stop (see HOLD_S)."""
         with _quick_gil_handover():
             await self._drain()
 
@@ -167,11 +161,7 @@ class BatchWriter:
         since = 0.0  # when the rows held began to wait
         stop = False
         while not stop:
-            deadline = None
-            if held.pages:
-                deadline = min(since + self.hold_s, loop.time() + self.linger_s)
-            item = await self._next(deadline)
-            idle = item is None  # none came for linger_s, or the hold is over
+            item = await self._next(since + self.hold_s if held.pages else None)
             if not held.pages:
                 since = loop.time()
             while item is not None:
@@ -182,7 +172,7 @@ class BatchWriter:
                 held.add(item)
                 item = None if self._queue.empty() else self._queue.get_nowait()
             self._notify()
-            due = stop or idle or loop.time() >= since + self.hold_s
+            due = stop or loop.time() >= since + self.hold_s
             count = held.rows if due else held.rows - held.rows % self.commit_rows
             if count or (due and held.pages):
                 await asyncio.to_thread(self._commit, held.take(count))

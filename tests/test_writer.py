@@ -197,9 +197,7 @@ def test_commits_take_whole_row_groups_and_a_page_cut_stores_its_cursor_with_its
     ]
 
     async def run(warehouse: Warehouse) -> BatchWriter:
-        writer = BatchWriter(
-            warehouse, "run", lambda: T0, 8, commit_rows=25, linger_s=5.0, hold_s=5.0
-        )
+        writer = BatchWriter(warehouse, "run", lambda: T0, 8, commit_rows=25, hold_s=5.0)
         task = asyncio.create_task(writer.run())
         for item in pages:
             await writer.put(item)
@@ -225,9 +223,7 @@ def test_rows_held_without_filling_a_row_group_are_committed_once_the_hold_is_ov
     seen: list[list[tuple[int, int, dict[str, Any]]]] = []
 
     async def run(warehouse: Warehouse, batches: list[Any]) -> None:
-        writer = BatchWriter(
-            warehouse, "run", lambda: T0, 8, commit_rows=100, linger_s=5.0, hold_s=0.5
-        )
+        writer = BatchWriter(warehouse, "run", lambda: T0, 8, commit_rows=100, hold_s=0.5)
         task = asyncio.create_task(writer.run())
         await writer.put(page(0, 10))
         await asyncio.sleep(0.2)
@@ -243,28 +239,3 @@ def test_rows_held_without_filling_a_row_group_are_committed_once_the_hold_is_ov
         asyncio.run(run(warehouse, batches))
     assert seen == [[], [(20, 0, {})]]
     assert stored_ids(tmp_path / "jobs.duckdb") == [f"job{n:04d}" for n in range(20)]
-
-
-def test_rows_are_committed_as_they_are_once_no_page_comes_for_the_linger(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[list[tuple[int, int, dict[str, Any]]]] = []
-
-    async def run(warehouse: Warehouse, batches: list[Any]) -> None:
-        writer = BatchWriter(
-            warehouse, "run", lambda: T0, 8, commit_rows=100, linger_s=0.3, hold_s=5.0
-        )
-        task = asyncio.create_task(writer.run())
-        await writer.put(page(0, 10))
-        await asyncio.sleep(0.1)
-        await writer.put(page(10, 10))  # within the linger: it waits on
-        await asyncio.sleep(0.1)
-        seen.append(list(batches))
-        await asyncio.sleep(0.6)
-        seen.append(list(batches))
-        await writer.finish(task)
-
-    with Warehouse.open(tmp_path / "jobs.duckdb") as warehouse:
-        batches = counted_commits(warehouse, monkeypatch)
-        asyncio.run(run(warehouse, batches))
-    assert seen == [[], [(20, 0, {})]]
