@@ -29,12 +29,12 @@ _STOP = object()
 # them (300k jobs: 1.0 s of the writer's time against 2.05 s; ingests, alternated: 107k to
 # 161k jobs/s against 81k to 110k). The rows past the last whole row group wait for more,
 # and are committed as they are once they have waited HOLD_S, or at the stop. At the bench's
-# 25 pages a second a row group fills in 0.65 s: paired backfills spent 30% less CPU (5.8 s
-# against 8.1 at 300k jobs, 16.5-18.7 s against 25 at 920k), and a 920k-job backfill made
-# 57 commits, not one of them a checkpoint's (its peak RSS 209-212 MB). Committing the rest
-# whenever no page came for 40 ms, as the writer did before, made 105-112 commits, half the
-# data went through the log, two checkpoints held the writer up for a second each while
-# pages piled up, and the peak was 215-230 MB. A kill loses what was held: at most HOLD_S.
+# 25 pages a second a row group fills in 0.65 s, so a backfill commits whole row groups too:
+# 4.8 s of CPU for 303k jobs against 7.5 s before, and a 920k-job backfill made 57 commits,
+# none with a checkpoint (peak RSS 209-212 MB). Committing the rest whenever no page came
+# for 40 ms (9975fb9) made 105-112 commits, half the rows went through the log, two
+# checkpoints held the writer up for a second each while pages piled up, and the peak was
+# 215-230 MB. A kill loses what was held: at most HOLD_S of pages.
 HOLD_S = 1.0
 
 # DuckDB's Python API lets go of the GIL and takes it back several times per call. While the
